@@ -1,0 +1,55 @@
+"""The model zoo: ``python app.py`` serves one tab per module listed in ``demos.TABS``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import traceback
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+import demos  # noqa: E402
+import weights  # noqa: E402
+
+MAX_FILE_SIZE = "10mb"
+DEFAULT_CONCURRENCY = 2  # per event unless a tab sets its own concurrency_limit
+
+
+def build_app() -> gr.Blocks:
+    with gr.Blocks(title="Model zoo") as app:
+        gr.Markdown("# Model zoo\nDeep-learning models implemented and trained from scratch by this "
+                    "project, running on your CPU.")
+        with gr.Tabs():
+            for name in demos.TABS:
+                module = None
+                try:
+                    module = importlib.import_module(f"demos.{name}")
+                    with gr.Tab(module.TITLE, id=name):
+                        module.build()
+                except Exception as e:  # one broken tab must not take the app down
+                    traceback.print_exc()
+                    with gr.Tab(getattr(module, "TITLE", name), id=f"{name}-error"):
+                        gr.Markdown(f"**This tab failed to load:** `{type(e).__name__}: {e}`")
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    on_spaces = bool(os.environ.get("SPACE_ID"))
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME",
+                                                         "0.0.0.0" if on_spaces else "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--hub-org", default=os.environ.get(weights.HUB_ORG_ENV),
+                        help="load every model from the Hub repos ORG/<name> instead of weights/")
+    args = parser.parse_args(argv)
+    weights.set_hub_org(args.hub_org)
+    app = build_app()
+    app.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=64)
+    app.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_FILE_SIZE,
+               show_error=True)
+
+
+if __name__ == "__main__":
+    main()

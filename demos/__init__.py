@@ -1,0 +1,6 @@
+"""One module per tab. A tab is added by writing ``demos/<name>.py`` with ``TITLE`` and ``build()``
+and listing it here; ``app.py`` never changes."""
+
+TABS: list[str] = [
+    "about",
+]

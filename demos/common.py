@@ -1,0 +1,60 @@
+"""Helpers every tab shares: loading a registered model with a clear UI error, and reading images."""
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+from PIL import Image, ImageOps
+
+import weights
+
+# Refuse decompression bombs early: 40 megapixels is far above any photo a demo needs.
+Image.MAX_IMAGE_PIXELS = 40_000_000
+
+
+def load_model(name: str) -> Any:
+    """``weights.load`` that turns a missing/corrupt folder into a ``gr.Error`` shown in the tab."""
+    try:
+        return weights.load(name)
+    except weights.WeightsError as e:
+        raise gr.Error(str(e), title="Model unavailable") from None
+
+
+def weights_status(*names: str) -> str:
+    """Markdown warning for a tab whose models are not present, or '' when all are."""
+    lines = []
+    for name in names:
+        try:
+            weights.resolve(name)
+        except weights.WeightsError as e:
+            lines.append(f"- {e}")
+    return ("**Some models of this tab are unavailable:**\n" + "\n".join(lines)) if lines else ""
+
+
+def to_rgb(image: Any) -> Image.Image:
+    """Any PIL image (RGBA, LA, P, CMYK, I;16, F, animated, EXIF-rotated) as an RGB image."""
+    if image is None:
+        raise gr.Error("Please provide an image.")
+    if not isinstance(image, Image.Image):
+        try:
+            image = Image.open(image)
+        except Exception as e:  # a path to something that is not an image
+            raise gr.Error(f"Could not read the image: {type(e).__name__}") from None
+    try:
+        image.seek(0)  # first frame of an animation
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            import numpy as np
+            a = np.asarray(image, dtype=np.float64)
+            span = a.max() - a.min()
+            a = (a - a.min()) / span * 255 if span > 0 else a * 0
+            image = Image.fromarray(a.astype("uint8"))
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            image = image.convert("RGBA")
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image)
+        return image.convert("RGB")
+    except gr.Error:
+        raise
+    except Exception as e:  # truncated or corrupt file
+        raise gr.Error(f"Could not decode the image ({type(e).__name__}: {e}).") from None

@@ -1,0 +1,78 @@
+"""What every ``python -m training.<task>`` shares: data paths, the CLI shape, JSON output, Hub push."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "datasets"
+CHECKPOINTS = ROOT / "checkpoints"
+
+
+def default_data(relative: str) -> Path:
+    """``../shared/datasets/<relative>`` beside the clone; tasks download there-ish for users without it."""
+    return SHARED_DATA / relative
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def print_json(metrics: dict[str, Any]) -> None:
+    """The last line of stdout of every ``evaluate``: one JSON object."""
+    sys.stdout.flush()
+    print(json.dumps(metrics, sort_keys=False), flush=True)
+
+
+def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
+    """Publish a trained weights folder (config, safetensors, model card) as a Hub model repo."""
+    from huggingface_hub import HfApi
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                             allow_patterns=["config.json", "model.safetensors", "README.md"])
+    return str(getattr(info, "commit_url", info))
+
+
+def cli(description: str, add_train_args: Callable[[argparse.ArgumentParser], None],
+        add_eval_args: Callable[[argparse.ArgumentParser], None],
+        extra: dict[str, Callable[[argparse.ArgumentParser], None]] | None = None) -> argparse.Namespace:
+    """``python -m training.<task> [train|evaluate|...] ...``; ``train`` is the default sub-command."""
+    parser = argparse.ArgumentParser(prog=f"python -m {sys.modules['__main__'].__spec__.name}"
+                                     if getattr(sys.modules['__main__'], '__spec__', None) else None,
+                                     description=description)
+    sub = parser.add_subparsers(dest="command")
+    train = sub.add_parser("train", help="train and write a weights folder (default)")
+    add_train_args(train)
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    train.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
+                       help="publish the written folder to this Hub repo")
+    evaluate = sub.add_parser("evaluate", help="print one JSON line of metrics")
+    add_eval_args(evaluate)
+    evaluate.add_argument("--threads", type=int, default=None)
+    push = sub.add_parser("push", help="publish an existing weights folder to the Hub")
+    push.add_argument("--weights", required=True)
+    push.add_argument("--repo-id", required=True)
+    for name, add in (extra or {}).items():
+        add(sub.add_parser(name))
+    argv = sys.argv[1:]
+    if not argv or (argv[0] not in sub.choices and argv[0] not in ("-h", "--help")):
+        argv = ["train", *argv]
+    args = parser.parse_args(argv)
+    set_threads(getattr(args, "threads", None))
+    if args.command == "push":
+        print(push_to_hub(args.weights, args.repo_id))
+        raise SystemExit(0)
+    return args
+
+
+def fail(message: str) -> None:
+    """Exit with a one-line error on stderr instead of a traceback (bad paths, bad arguments)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -1,0 +1,310 @@
+"""The one training loop every trainer in this project uses.
+
+It handles what every task needs and nothing task-specific: seeding, device choice, bf16 autocast,
+warm-up + cosine / OneCycle schedules, gradient clipping, atomic checkpoint + resume, best-on-validation
+selection, early stopping, a time budget, a tqdm bar, metrics history as JSON and TensorBoard scalars,
+and DistributedDataParallel when launched by ``torchrun`` (``WORLD_SIZE`` > 1).
+
+A task supplies a dataset, ``loss_fn(model, batch) -> loss`` and ``evaluate(model) -> {name: value}``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000                 # optimizer steps in total
+    batch_size: int = 64              # global batch size (split evenly across processes)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    optimizer: str = "adamw"          # adamw | sgd (nesterov, momentum = betas[0])
+    schedule: str = "cosine"          # cosine (linear warm-up, cosine decay) | onecycle | constant
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0         # cosine floor as a fraction of lr
+    grad_clip: float | None = 1.0
+    bf16: bool = True                 # autocast to bfloat16 (CPU with AVX-512 bf16, or CUDA)
+    eval_every: int = 200             # steps between evaluations (and checkpoints)
+    monitor: str = "val_loss"         # metric used for best-model selection and early stopping
+    mode: str = "min"                 # min | max
+    patience: int | None = None       # evaluations without improvement before stopping
+    max_minutes: float | None = None  # wall-clock budget: checkpoint and stop cleanly when spent
+    seed: int = 0
+    num_workers: int = 0
+    shuffle: bool = True
+    drop_last: bool = True
+    out_dir: str = "checkpoints/run"  # checkpoint.pt, best.pt, history.json, tensorboard/
+    resume: bool = True
+
+
+@dataclass
+class TrainResult:
+    best_metric: float | None
+    best_step: int
+    steps_done: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
+    minutes: float = 0.0
+
+
+# --------------------------------------------------------------------------- environment
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device() -> torch.device:
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_distributed() -> bool:
+    """Join the process group that ``torchrun`` describes in the environment, if any."""
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or dist.is_initialized():
+        return dist.is_initialized()
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+# --------------------------------------------------------------------------- pieces
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on biases, norms and embeddings' 1-d parameters (standard practice).
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.betas[0], nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use adamw or sgd")
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=cfg.steps,
+            pct_start=max(cfg.warmup_steps / cfg.steps, 1e-3), anneal_strategy="cos")
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        if cfg.schedule == "cosine":
+            progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        raise ValueError(f"unknown schedule {cfg.schedule!r}: use cosine, onecycle or constant")
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _batches(loader: DataLoader, sampler: DistributedSampler | None, epoch: int) -> Iterator[Any]:
+    while True:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+# --------------------------------------------------------------------------- the loop
+
+def fit(model: nn.Module, train_data: Dataset, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+        cfg: TrainConfig, evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+        collate_fn: Callable | None = None, device: torch.device | None = None,
+        optimizer: torch.optim.Optimizer | None = None, on_step: Callable[[int, float], None] | None = None,
+        ) -> TrainResult:
+    """Train ``model`` for ``cfg.steps`` optimizer steps; return the best validation metric.
+
+    On return, ``model`` holds the best-on-validation weights (or the last ones without ``evaluate``);
+    ``out_dir/best.pt`` holds them too, and ``out_dir/checkpoint.pt`` the state to resume from.
+    """
+    distributed = init_distributed()
+    device = device or pick_device()
+    seed_everything(cfg.seed)
+    model.to(device)
+    out = Path(cfg.out_dir)
+    ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
+
+    opt = optimizer or make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg)
+    step, best, best_step, history, epoch = 0, None, 0, [], 0
+    if cfg.resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, best, best_step = state["step"], state["best"], state["best_step"]
+        history, epoch = state["history"], state["epoch"]
+        torch.set_rng_state(state["rng"])
+        if is_main():
+            tqdm.write(f"resumed from {ckpt_path} at step {step}")
+
+    train_model: nn.Module = model
+    if distributed:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    per_rank = cfg.batch_size // world_size()
+    if per_rank * world_size() != cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {world_size()} processes")
+    sampler = DistributedSampler(train_data, shuffle=cfg.shuffle, seed=cfg.seed, drop_last=cfg.drop_last) \
+        if distributed else None
+    generator = torch.Generator().manual_seed(cfg.seed + epoch)
+    loader = DataLoader(train_data, batch_size=per_rank, shuffle=cfg.shuffle and sampler is None,
+                        sampler=sampler, drop_last=cfg.drop_last, num_workers=cfg.num_workers,
+                        collate_fn=collate_fn, generator=generator, pin_memory=device.type == "cuda",
+                        persistent_workers=cfg.num_workers > 0)
+    if len(loader) == 0:
+        raise ValueError(f"the training set ({len(train_data)} items) is smaller than one batch ({per_rank})")
+
+    writer = None
+    if is_main():
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out / "tensorboard"))
+
+    def save(path: Path, extra: dict[str, Any] | None = None) -> None:
+        state = {"model": _unwrap(train_model).state_dict(), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(), "step": step, "best": best, "best_step": best_step,
+                 "history": history, "epoch": epoch, "rng": torch.get_rng_state(),
+                 "config": json.dumps(asdict(cfg))}
+        state.update(extra or {})
+        atomic_save(state, path)
+
+    better = (lambda a, b: a < b) if cfg.mode == "min" else (lambda a, b: a > b)
+    start, stale, stopped_early, running = time.time(), 0, False, None
+    bar = tqdm(total=cfg.steps, initial=step, disable=not is_main(), dynamic_ncols=True)
+    batches = _batches(loader, sampler, epoch)
+    train_model.train()
+    while step < cfg.steps:
+        batch = to_device(next(batches), device)
+        with autocast(device, cfg.bf16):
+            loss = loss_fn(train_model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        step += 1
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss became {value} at step {step}: lower the learning rate")
+        running = value if running is None else 0.98 * running + 0.02 * value
+        bar.update(1)
+        bar.set_postfix(loss=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        if on_step:
+            on_step(step, value)
+        if writer and step % 10 == 0:
+            writer.add_scalar("train/loss", value, step)
+            writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
+
+        out_of_time = cfg.max_minutes is not None and (time.time() - start) / 60 > cfg.max_minutes
+        if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
+            record: dict[str, float] = {"step": step, "train_loss": running,
+                                        "minutes": (time.time() - start) / 60}
+            if evaluate is not None:
+                train_model.eval()
+                with torch.no_grad(), autocast(device, cfg.bf16):
+                    record.update({k: float(v) for k, v in evaluate(model).items()})
+                train_model.train()
+            history.append(record)
+            metric = record.get(cfg.monitor, record["train_loss"] if evaluate is None else None)
+            if metric is None:
+                raise KeyError(f"evaluate() returned no {cfg.monitor!r}; it returned {sorted(record)}")
+            improved = best is None or better(metric, best)
+            if improved:
+                best, best_step, stale = metric, step, 0
+            else:
+                stale += 1
+            if is_main():
+                bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in record.items()))
+                for k, v in record.items():
+                    if k != "step":
+                        writer.add_scalar(f"eval/{k}", v, step)
+                if improved:
+                    atomic_save({"model": _unwrap(train_model).state_dict(), "step": step,
+                                 "metric": metric}, best_path)
+                save(ckpt_path)
+                (out / "history.json").write_text(json.dumps(history, indent=1))
+            if cfg.patience is not None and stale >= cfg.patience:
+                stopped_early = True
+                break
+            if out_of_time:
+                break
+    bar.close()
+    if writer:
+        writer.close()
+    if distributed:
+        dist.barrier()
+    if best_path.exists():
+        model.load_state_dict(load_checkpoint(best_path)["model"])
+    return TrainResult(best_metric=best, best_step=best_step, steps_done=step, history=history,
+                       stopped_early=stopped_early, minutes=(time.time() - start) / 60)
