@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
 
@@ -151,23 +151,60 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _batches(loader: DataLoader, sampler: DistributedSampler | None, epoch: int) -> Iterator[Any]:
+class EpochBatches(Sampler[list[int]]):
+    """The batches of one epoch, in an order fixed by (seed, epoch), starting at batch ``start``.
+
+    Shuffled with a generator seeded ``seed + epoch`` (or sharded by a ``DistributedSampler`` under
+    torchrun), so a resumed run sees exactly the batches the uninterrupted run would have seen.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
+                 sampler: DistributedSampler | None = None) -> None:
+        self.n, self.batch_size, self.shuffle, self.drop_last, self.seed = n, batch_size, shuffle, drop_last, seed
+        self.sampler = sampler
+        self.epoch, self.start, self.consumed = 0, 0, 0  # consumed: batches of this epoch handed out
+
+    def _indices(self) -> list[int]:
+        if self.sampler is not None:
+            self.sampler.set_epoch(self.epoch)
+            return list(self.sampler)
+        if self.shuffle:
+            return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        return list(range(self.n))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        idx = self._indices()
+        batches = [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return iter(batches[self.start:])
+
+    def __len__(self) -> int:
+        n = len(self.sampler) if self.sampler is not None else self.n
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+
+def _batches(loader: DataLoader, order: EpochBatches) -> Iterator[Any]:
     while True:
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
+        for batch in loader:
+            order.consumed += 1
+            yield batch
+        order.epoch, order.start, order.consumed = order.epoch + 1, 0, 0
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -195,7 +232,8 @@ def fit(model: nn.Module, train_data: Dataset, loss_fn: Callable[[nn.Module, Any
 
     opt = optimizer or make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg)
-    step, best, best_step, history, epoch = 0, None, 0, [], 0
+    step, best, best_step, history, epoch, batch_in_epoch = 0, None, 0, [], 0, 0
+    stale, running = 0, None
     if cfg.resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
@@ -203,6 +241,8 @@ def fit(model: nn.Module, train_data: Dataset, loss_fn: Callable[[nn.Module, Any
         sched.load_state_dict(state["scheduler"])
         step, best, best_step = state["step"], state["best"], state["best_step"]
         history, epoch = state["history"], state["epoch"]
+        batch_in_epoch, stale, running = (state.get("batch_in_epoch", 0), state.get("stale", 0),
+                                          state.get("running"))
         torch.set_rng_state(state["rng"])
         if is_main():
             tqdm.write(f"resumed from {ckpt_path} at step {step}")
@@ -216,10 +256,13 @@ def fit(model: nn.Module, train_data: Dataset, loss_fn: Callable[[nn.Module, Any
         raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {world_size()} processes")
     sampler = DistributedSampler(train_data, shuffle=cfg.shuffle, seed=cfg.seed, drop_last=cfg.drop_last) \
         if distributed else None
-    generator = torch.Generator().manual_seed(cfg.seed + epoch)
-    loader = DataLoader(train_data, batch_size=per_rank, shuffle=cfg.shuffle and sampler is None,
-                        sampler=sampler, drop_last=cfg.drop_last, num_workers=cfg.num_workers,
-                        collate_fn=collate_fn, generator=generator, pin_memory=device.type == "cuda",
+    order = EpochBatches(len(train_data), per_rank, cfg.shuffle, cfg.drop_last, cfg.seed, sampler)
+    order.epoch, order.start, order.consumed = epoch, batch_in_epoch, batch_in_epoch
+    # Its own generator: worker seeds must not draw from the global RNG (dropout's), or resuming would
+    # shift the global random stream by one draw.
+    loader = DataLoader(train_data, batch_sampler=order, num_workers=cfg.num_workers,
+                        collate_fn=collate_fn, generator=torch.Generator().manual_seed(cfg.seed),
+                        pin_memory=device.type == "cuda",
                         persistent_workers=cfg.num_workers > 0)
     if len(loader) == 0:
         raise ValueError(f"the training set ({len(train_data)} items) is smaller than one batch ({per_rank})")
@@ -232,15 +275,16 @@ def fit(model: nn.Module, train_data: Dataset, loss_fn: Callable[[nn.Module, Any
     def save(path: Path, extra: dict[str, Any] | None = None) -> None:
         state = {"model": _unwrap(train_model).state_dict(), "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(), "step": step, "best": best, "best_step": best_step,
-                 "history": history, "epoch": epoch, "rng": torch.get_rng_state(),
+                 "history": history, "epoch": order.epoch, "batch_in_epoch": order.consumed,
+                 "stale": stale, "running": running, "rng": torch.get_rng_state(),
                  "config": json.dumps(asdict(cfg))}
         state.update(extra or {})
         atomic_save(state, path)
 
     better = (lambda a, b: a < b) if cfg.mode == "min" else (lambda a, b: a > b)
-    start, stale, stopped_early, running = time.time(), 0, False, None
+    start, stopped_early = time.time(), False
     bar = tqdm(total=cfg.steps, initial=step, disable=not is_main(), dynamic_ncols=True)
-    batches = _batches(loader, sampler, epoch)
+    batches = _batches(loader, order)
     train_model.train()
     while step < cfg.steps:
         batch = to_device(next(batches), device)

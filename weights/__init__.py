@@ -6,7 +6,8 @@ card) or in a Hub repo ``<org>/<name>`` with the same files. Model classes follo
 safetensors only, nothing is ever unpickled.
 
 The Hub is used when ``--hub-org ORG`` is given to ``app.py`` or ``ZOO_HUB_ORG`` is set; otherwise the
-local folders, so a fresh clone works offline.
+local folders, so a fresh clone works offline. ``ZOO_WEIGHTS_DIR`` points the registry at another folder
+laid out like ``weights/`` (the tests use it to serve a deliberately corrupted copy).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-WEIGHTS_DIR = Path(__file__).resolve().parent
+WEIGHTS_DIR = Path(os.environ.get("ZOO_WEIGHTS_DIR") or Path(__file__).resolve().parent)
 HUB_ORG_ENV = "ZOO_HUB_ORG"
 REQUIRED_FILES = ("config.json", "model.safetensors")
 
