@@ -1,0 +1,111 @@
+"""Shared fixtures: a registry pointed at a temporary folder, and the real app served by a subprocess
+(started once per session for the end-to-end and browser tests)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"  # logs of the app subprocesses (git-ignored)
+APP_START_TIMEOUT = 180  # seconds; importing torch + gradio and building every tab on a busy 2-core box
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    """``weights`` with WEIGHTS_DIR at tmp_path, only the TinyNet model registered, and an empty cache."""
+    import weights
+    from toys import tiny_spec
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(weights, "MODELS", {"tiny": tiny_spec()})
+    monkeypatch.setattr(weights, "_cache", {})
+    monkeypatch.delenv(weights.HUB_ORG_ENV, raising=False)
+    return weights
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_app(name: str = "app", env: dict[str, str] | None = None) -> Iterator[str]:
+    """``python app.py --port P`` on 127.0.0.1 in a subprocess; yields its URL once it answers HTTP."""
+    port = free_port()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log_path = ARTIFACTS / f"{name}.log"
+    full_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("GRADIO_SERVER_PORT", None)
+    full_env.pop("GRADIO_SERVER_NAME", None)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + APP_START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"app did not answer within {APP_START_TIMEOUT}s:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def app_url() -> Iterator[str]:
+    """The real app with the shipped weights, started once for the e2e and browser tests."""
+    with serve_app("app") as url:
+        yield url
+
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium, headless, driven by Playwright (no downloaded browser)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    """A fresh browser page with the app loaded (wide enough that every tab button is visible)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(60_000)
+    pg.goto(app_url, wait_until="networkidle")
+    pg.wait_for_selector("[role=tab]")
+    yield pg
+    context.close()
