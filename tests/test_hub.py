@@ -1,0 +1,85 @@
+"""The Hub paths run the real ``huggingface_hub`` code against a fake Hub on 127.0.0.1: ``weights.load``
+with a hub org downloads (snapshot_download, cached) and loads a model; ``training.common.push_to_hub``
+creates the repo and uploads the folder."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import weights
+from fake_hub import FakeHub
+from toys import TinyConfig, TinyNet
+
+HERE = Path(__file__).resolve().parent
+
+
+def client(hub: FakeHub, cache: Path, *args: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and k != weights.HUB_ORG_ENV}
+    env.update(HF_ENDPOINT=hub.url, HF_HUB_CACHE=str(cache), HF_HUB_DISABLE_TELEMETRY="1",
+               HF_HUB_DISABLE_XET="1", HF_TOKEN="hf_fake_test_token", NO_PROXY="127.0.0.1,localhost",
+               GRADIO_ANALYTICS_ENABLED="False")
+    proc = subprocess.run([sys.executable, str(HERE / "hub_client.py"), *args], env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def tiny_folder(tmp_path) -> tuple[Path, TinyNet]:
+    torch.manual_seed(0)
+    model = TinyNet(TinyConfig(n_hidden=6))
+    folder = tmp_path / "tiny"
+    weights.save(model, folder)
+    weights.write_card(folder, "tiny", description="tiny", metrics={"accuracy": 0.75}, dataset="toy",
+                       dataset_name="Toy", task_type="regression", command="python -m training.toy --tiny")
+    return folder, model
+
+
+def expected_output(model: TinyNet) -> list:
+    x = torch.linspace(-1, 1, 8).reshape(2, 4)
+    half = TinyNet(model.config)
+    half.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    return half(x).flatten().tolist()
+
+
+def test_load_from_hub_downloads_once_and_loads(tmp_path, tiny_folder):
+    folder, model = tiny_folder
+    cache = tmp_path / "hf-cache"
+    with FakeHub() as hub:
+        sha = hub.add_folder("testorg/tiny", folder)
+        out = client(hub, cache, "load", "tiny", "testorg")
+        assert out["class"] == "TinyNet" and out["metrics"] == {"accuracy": 0.75}
+        assert out["output"] == pytest.approx(expected_output(model), abs=1e-6)
+        assert Path(out["folder"]) == cache / "models--testorg--tiny" / "snapshots" / sha
+        assert any(r.startswith("GET /api/models/testorg/tiny/revision/main") for r in hub.requests)
+        downloads = [r for r in hub.requests if r.startswith("GET /testorg/tiny/resolve/")]
+        assert sorted(r.rsplit("/", 1)[1] for r in downloads) == ["README.md", "config.json", "model.safetensors"]
+
+        hub.requests.clear()  # a second process finds everything in the cache: no file is downloaded again
+        assert client(hub, cache, "load", "tiny", "testorg")["output"] == out["output"]
+        assert not [r for r in hub.requests if r.startswith("GET /testorg/tiny/resolve/")]
+
+        missing = client(hub, cache, "load", "tiny", "nobody")
+        assert "could not download nobody/tiny" in missing["error"]
+
+
+def test_push_to_hub_then_load(tmp_path, tiny_folder):
+    folder, model = tiny_folder
+    (folder / "notes.txt").write_text("not part of a release")
+    with FakeHub() as hub:
+        url = client(hub, tmp_path / "push-cache", "push", str(folder), "testorg/tiny")["url"]
+        assert url.startswith(f"{hub.url}/testorg/tiny/commit/")
+        repo = hub.repos["testorg/tiny"]
+        assert sorted(repo.files) == ["README.md", "config.json", "model.safetensors"]
+        for name, data in repo.files.items():
+            assert data == (folder / name).read_bytes()
+        assert set(hub.auth_headers) == {"Bearer hf_fake_test_token"}
+        assert hub.validated and all(card.startswith("---\n") and "model-index" in card for card in hub.validated)
+        out = client(hub, tmp_path / "hf-cache", "load", "tiny", "testorg")
+        assert out["output"] == pytest.approx(expected_output(model), abs=1e-6)
