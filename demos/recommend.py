@@ -1,0 +1,240 @@
+"""Recommendations tab: movie recommendations from MovieLens-100K matrix factorization.
+
+A visitor picks and rates a few movies and gets recommendations at once (their vector is folded in
+against the frozen item embeddings); one can also browse as one of the 943 MovieLens users, or ask for
+movies similar to one. The logic lives in ``demos.recommend_service``; these functions only adapt it.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional
+
+import gradio as gr
+
+from demos.common import load_model, weights_status
+from demos.recommend_service import MAX_K, RecommendError, Recommender
+
+TITLE = "Recommendations"
+RANKER, RATER = "bpr-movielens", "mf-movielens"
+MODEL_CHOICES = [("Ranking (BPR-MF): what you are likely to watch", "bpr"),
+                 ("Predicted rating (biased MF): what you would rate highest", "mf")]
+RESULT_HEADERS = ["#", "movie", "genres", "score", "because you liked"]
+DEFAULT_RATING = 4
+
+_service: Optional[Recommender] = None
+_service_lock = threading.Lock()
+
+
+def service() -> Recommender:
+    """The process-wide recommender (models loaded once; a missing weights folder is a gr.Error)."""
+    global _service
+    with _service_lock:
+        if _service is None:
+            ranker = load_model(RANKER)
+            try:
+                rater = load_model(RATER)
+            except gr.Error:  # the ranker alone still serves the tab
+                rater = None
+            _service = Recommender(ranker, rater)
+        return _service
+
+
+def label(s: Recommender, item: int) -> str:
+    """'Title (year)'; MovieLens titles already end with the year. Duplicate titles get their id."""
+    title = s.titles[item]
+    return f"{title} [#{item + 1}]" if _duplicates(s).get(title, 0) > 1 else title
+
+
+_dups: dict[str, int] = {}
+
+
+def _duplicates(s: Recommender) -> dict[str, int]:
+    if not _dups:
+        for t in s.titles:
+            _dups[t] = _dups.get(t, 0) + 1
+    return _dups
+
+
+def movie_choices() -> list[tuple[str, int]]:
+    s = service()
+    return sorted(((label(s, i), i + 1) for i in range(s.n_items)), key=lambda c: c[0].lower())
+
+
+def _table(rows: Any) -> list[list[Any]]:
+    """A Dataframe value (pandas or list of lists) as a list of rows."""
+    if rows is None:
+        return []
+    if hasattr(rows, "values"):
+        rows = rows.values.tolist()
+    return [list(r) for r in rows]
+
+
+def ratings_table(selected: Optional[list[int]], current: Any = None) -> list[list[Any]]:
+    """Rows [movie, rating] for the picked movies, keeping ratings already typed in."""
+    s = service()
+    kept = {str(r[0]): r[1] for r in _table(current) if len(r) >= 2}
+    rows = []
+    for movie_id in selected or []:
+        name = label(s, int(movie_id) - 1)
+        rows.append([name, kept.get(name, DEFAULT_RATING)])
+    return rows
+
+
+def _ratings_from(selected: Optional[list[int]], table: Any) -> dict[int, float]:
+    s = service()
+    by_label = {str(r[0]): r[1] for r in _table(table) if len(r) >= 2}
+    ratings = {}
+    for movie_id in selected or []:
+        value = by_label.get(label(s, int(movie_id) - 1), DEFAULT_RATING)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise gr.Error(f"The rating of {label(s, int(movie_id) - 1)} must be a number from 1 to 5.") from None
+        if not 1 <= value <= 5:
+            raise gr.Error(f"The rating of {label(s, int(movie_id) - 1)} must be from 1 to 5, got {value:g}.")
+        ratings[int(movie_id)] = value
+    return ratings
+
+
+def _rows(recs: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[n + 1, r["title"], r["genres"], r["score"], r["because"]] for n, r in enumerate(recs)]
+
+
+def _k(k: Any) -> int:
+    try:
+        k = int(k)
+    except (TypeError, ValueError):
+        raise gr.Error("k must be a whole number.") from None
+    if not 1 <= k <= MAX_K:
+        raise gr.Error(f"k must be from 1 to {MAX_K}.")
+    return k
+
+
+def recommend_visitor(selected: Optional[list[int]], table: Any, model: str = "bpr", k: Any = 10,
+                      request: Optional[gr.Request] = None) -> list[list[Any]]:
+    """Top-k for a new visitor from the movies they picked and the ratings they gave."""
+    if not selected:
+        raise gr.Error("Pick at least one movie you have seen.")
+    s = service()
+    visitor = f"visitor:{getattr(request, 'session_hash', None) or 'anonymous'}"
+    try:
+        s.set_ratings(visitor, _ratings_from(selected, table))
+        return _rows(s.get_recommendations(visitor, _k(k), True, model))
+    except RecommendError as e:
+        raise gr.Error(str(e)) from None
+
+
+def _user(user_id: Any) -> int:
+    s = service()
+    try:
+        user = int(user_id)
+    except (TypeError, ValueError):
+        raise gr.Error(f"Enter a user id from 1 to {s.n_users}.") from None
+    if not s.is_known(user):
+        raise gr.Error(f"Unknown user {user_id}: MovieLens-100K users are 1 to {s.n_users}.")
+    return user
+
+
+def user_history(user_id: Any, n: int = 20) -> tuple[str, list[list[Any]]]:
+    """The movies a MovieLens user rated. Their ratings are not shipped (GroupLens' licence), so they
+    are shown when the dataset is present beside the clone; otherwise the seen movies are listed by the
+    rating the biased-MF model predicts for them."""
+    s = service()
+    user = _user(user_id)
+    seen = s.seen(user)
+    true = _true_ratings().get(user)
+    if true:
+        order = sorted(seen.tolist(), key=lambda i: (-true.get(i, 0), s.titles[i]))[:n]
+        rows = [[s.titles[i], s.genres[i], true.get(i, "")] for i in order]
+        note = f"User {user} rated {len(seen)} movies; their top-rated (from the dataset's u.data):"
+    elif s.models["mf"] is not None:
+        pred = s.scores(user, "mf")[seen]
+        order = pred.argsort(descending=True)[:n]
+        rows = [[s.titles[int(seen[j])], s.genres[int(seen[j])], round(float(pred[j]), 2)]
+                for j in order]
+        note = (f"User {user} rated {len(seen)} movies. The ratings themselves are not shipped with the app "
+                "(MovieLens licence), so these are the seen movies the MF model predicts they rated highest:")
+    else:
+        rows = [[s.titles[int(i)], s.genres[int(i)], ""] for i in seen[:n]]
+        note = f"User {user} rated {len(seen)} movies (ratings not shipped):"
+    return note, rows
+
+
+_true_cache: dict[int, dict[int, float]] = {}
+
+
+def _true_ratings() -> dict[int, dict[int, float]]:
+    """{user: {item: rating}} from ../shared/datasets/ml-100k/u.data when it exists, else {}."""
+    if not _true_cache:
+        from training.movielens import default_path, load_ratings
+        if (default_path() / "u.data").is_file():
+            try:
+                data = load_ratings(default_path())
+            except Exception:
+                return {}
+            for u, i, r in zip(data.users.tolist(), data.items.tolist(), data.ratings.tolist()):
+                _true_cache.setdefault(u + 1, {})[i] = r
+    return _true_cache
+
+
+def recommend_user(user_id: Any, model: str = "bpr", k: Any = 10, filter_seen: bool = True
+                   ) -> list[list[Any]]:
+    s = service()
+    try:
+        return _rows(s.get_recommendations(_user(user_id), _k(k), bool(filter_seen), model))
+    except RecommendError as e:
+        raise gr.Error(str(e)) from None
+
+
+def similar_movies(movie_id: Any, k: Any = 10) -> list[list[Any]]:
+    if movie_id in (None, ""):
+        raise gr.Error("Pick a movie.")
+    s = service()
+    try:
+        recs = s.similar(int(movie_id), _k(k))
+    except (RecommendError, ValueError, TypeError) as e:
+        raise gr.Error(str(e)) from None
+    return [[n + 1, r["title"], r["genres"], r["similarity"]] for n, r in enumerate(recs)]
+
+
+def build() -> None:
+    banner = weights_status(RANKER, RATER)
+    if banner:
+        gr.Markdown(banner)
+    gr.Markdown("Collaborative filtering on MovieLens-100K (943 users, 1,682 movies, 1995-1998 ratings). "
+                "Pick movies you know and rate them: your taste vector is solved in closed form against the "
+                "trained movie embeddings, so recommendations come at once without retraining.")
+    try:
+        choices = movie_choices()
+    except gr.Error:
+        choices = []
+    model = gr.Radio(MODEL_CHOICES, value="bpr", label="Model")
+    k = gr.Slider(1, 50, value=10, step=1, label="How many")
+    with gr.Tab("New visitor"):
+        picked = gr.Dropdown(choices, multiselect=True, filterable=True, label="Movies you have seen "
+                             "(type to search)", max_choices=50)
+        table = gr.Dataframe(headers=["movie", "your rating (1-5)"], datatype=["str", "number"],
+                             interactive=True, label="Your ratings (edit the numbers)", col_count=(2, "fixed"))
+        go = gr.Button("Recommend", variant="primary")
+        visitor_out = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True,
+                                   label="Recommended for you")
+        picked.change(ratings_table, [picked, table], table, api_name="recommend_rating_rows")
+        go.click(recommend_visitor, [picked, table, model, k], visitor_out, api_name="recommend_visitor")
+    with gr.Tab("MovieLens user"):
+        with gr.Row():
+            user = gr.Number(value=1, precision=0, minimum=1, maximum=943, label="User id (1-943)")
+            filter_seen = gr.Checkbox(value=True, label="Hide movies the user has rated")
+        with gr.Row():
+            history_btn = gr.Button("Show history")
+            rec_btn = gr.Button("Recommend", variant="primary")
+        note = gr.Markdown()
+        history = gr.Dataframe(headers=["movie", "genres", "rating"], interactive=False, wrap=True,
+                               label="History")
+        user_out = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True, label="Recommended")
+        history_btn.click(user_history, user, [note, history], api_name="recommend_user_history")
+        rec_btn.click(recommend_user, [user, model, k, filter_seen], user_out, api_name="recommend_user")
+    with gr.Tab("Similar movies"):
+        movie = gr.Dropdown(choices, filterable=True, label="Movie")
+        sim_btn = gr.Button("Find similar")
+        sim_out = gr.Dataframe(headers=["#", "movie", "genres", "similarity"], interactive=False, wrap=True)
+        sim_btn.click(similar_movies, [movie, k], sim_out, api_name="recommend_similar")
