@@ -1,0 +1,86 @@
+"""The app shell in-process: every module in ``demos.TABS`` becomes a tab, and a tab that fails to build
+is replaced by an error tab without taking the others down."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import app
+import demos
+
+
+def tabs_of(blocks) -> dict[str, str]:
+    return {c.id: c.label for c in blocks.blocks.values() if type(c).__name__ == "Tab"}
+
+
+def markdown_of(blocks) -> str:
+    return "\n".join(str(c.value) for c in blocks.blocks.values() if type(c).__name__ == "Markdown")
+
+
+def test_every_listed_tab_is_built():
+    assert demos.TABS[0] == "about" and len(set(demos.TABS)) == len(demos.TABS)
+    blocks = app.build_app()
+    assert tabs_of(blocks) == {name: importlib.import_module(f"demos.{name}").TITLE for name in demos.TABS}
+    assert "This tab failed to load" not in markdown_of(blocks)
+    api_names = [fn.api_name for fn in blocks.fns.values()]
+    assert "about_models" in api_names and len(api_names) == len(set(api_names))
+
+
+def test_a_broken_tab_is_isolated(monkeypatch):
+    monkeypatch.setattr(demos, "TABS", [*demos.TABS, "no_such_tab"])
+    blocks = app.build_app()
+    tabs = tabs_of(blocks)
+    assert tabs["no_such_tab-error"] == "no_such_tab"
+    assert all(name in tabs for name in demos.TABS if name != "no_such_tab")
+    assert "This tab failed to load:** `ModuleNotFoundError" in markdown_of(blocks)
+
+
+def test_about_table_lists_every_registered_model(registry):
+    from demos.about import model_table
+    from toys import TinyConfig, TinyNet
+    rows = model_table()
+    assert rows == [["tiny", "A tiny test model", "not trained yet: run `python -m training.toy --tiny`", ""]]
+    folder = registry.WEIGHTS_DIR / "tiny"
+    registry.save(TinyNet(TinyConfig()), folder)
+    registry.write_card(folder, "tiny", description="d", metrics={"accuracy": 0.5}, dataset="toy",
+                        dataset_name="Toy", task_type="regression", command="python -m training.toy --tiny")
+    assert model_table() == [["tiny", "A tiny test model", "ready", "accuracy = 0.5"]]
+
+
+@pytest.mark.parametrize("argv,host,port", [([], "127.0.0.1", 7860), (["--host", "0.0.0.0", "--port", "9000"],
+                                                                          "0.0.0.0", 9000)])
+def test_cli_host_and_port(monkeypatch, argv, host, port):
+    launched = {}
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setattr(app, "build_app", lambda: FakeBlocks(launched))
+    app.main(argv)
+    assert (launched["server_name"], launched["server_port"]) == (host, port)
+    assert launched["queue"]["default_concurrency_limit"] == app.DEFAULT_CONCURRENCY
+
+
+def test_cli_env_and_spaces_defaults(monkeypatch):
+    launched = {}
+    monkeypatch.setattr(app, "build_app", lambda: FakeBlocks(launched))
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.setenv("SPACE_ID", "someone/model-zoo")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
+    app.main([])
+    assert (launched["server_name"], launched["server_port"]) == ("0.0.0.0", 7999)
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "127.0.0.2")
+    app.main([])
+    assert launched["server_name"] == "127.0.0.2"
+
+
+class FakeBlocks:
+    def __init__(self, record: dict) -> None:
+        self.record = record
+
+    def queue(self, **kw):
+        self.record["queue"] = kw
+        return self
+
+    def launch(self, **kw):
+        self.record.update(kw)
