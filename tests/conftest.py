@@ -109,3 +109,27 @@ def page(browser, app_url):
     pg.wait_for_selector("[role=tab]")
     yield pg
     context.close()
+
+
+def _open_tab(page, name: str):
+    """Select the tab with id ``name`` (also when Gradio folded it into the "More tabs" menu); return the
+    visible tab panel."""
+    button = page.locator(f'button[role=tab][data-tab-id="{name}"]')
+    if button.count() and button.first.is_visible():
+        button.first.click()
+    else:
+        import importlib
+        label = importlib.import_module(f"demos.{name}").TITLE
+        page.locator('button[aria-label="More tabs"]').click()
+        page.locator(".overflow-dropdown button", has_text=label).first.click()
+    panel = page.locator("[role=tabpanel]:visible").first
+    panel.wait_for(state="visible")
+    page.wait_for_load_state("networkidle")
+    return panel
+
+
+@pytest.fixture
+def open_tab(page):
+    """``open_tab("about")`` selects that tab in ``page`` and returns its visible panel (a Locator), so a
+    tab's own browser test is: ``panel = open_tab("mytab"); panel.get_by_role("button", ...).click()``."""
+    return lambda name: _open_tab(page, name)
