@@ -3,4 +3,5 @@ and listing it here; ``app.py`` never changes."""
 
 TABS: list[str] = [
     "about",
+    "recommend",
 ]

@@ -25,6 +25,7 @@ class RecConfig:
     dim: int = 64
     init_std: float = 0.1
     global_mean: float = 3.5          # BiasedMF: mean training rating
+    implicit: bool = False            # BiasedMF: add SVD++'s implicit term |N(u)|^-1/2 sum_{j in N(u)} y_j
     fold_lambda: float = 1.0          # ridge strength of the new-user fold-in
     fold_alpha: float = 0.05          # BPRMF fold-in: weight of the unobserved items (implicit ALS)
     fold_target: float = 1.0          # BPRMF fold-in: regression target for a liked movie
@@ -85,14 +86,39 @@ class _Factorization(nn.Module):
 
 
 class BiasedMF(_Factorization, PyTorchModelHubMixin, library_name="pytorch", tags=["recommender"]):
-    """r_hat(u, i) = mu + b_u + b_i + p_u . q_i  (Koren, Bell & Volinsky 2009)."""
+    """r_hat(u, i) = mu + b_u + b_i + p_u . q_i  (Koren, Bell & Volinsky 2009).
+
+    With ``config.implicit`` the user factor is p_u + |N(u)|^-1/2 sum_{j in N(u)} y_j, N(u) being the
+    movies the user rated (SVD++, Koren 2008): which movies someone chose to rate says something too.
+    N(u) is the seen-items buffer, so ``set_seen`` must hold the training data before training.
+    """
 
     def __init__(self, config: RecConfig) -> None:
         super().__init__(config)
+        if config.implicit:
+            self.implicit_emb = nn.Embedding(config.n_items, config.dim)
+            nn.init.zeros_(self.implicit_emb.weight)
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def implicit_vectors(self) -> torch.Tensor:
+        """(n_users, dim): |N(u)|^-1/2 sum_{j in N(u)} y_j for every training user."""
+        counts = self.seen_indptr.diff().long()
+        weights = counts.clamp_min(1).float().rsqrt().repeat_interleave(counts)
+        return F.embedding_bag(self.seen_items.long(), self.implicit_emb.weight, self.seen_indptr[:-1].long(),
+                               mode="sum", per_sample_weights=weights)
+
+    def user_vectors(self, users: torch.Tensor, implicit: Optional[torch.Tensor] = None) -> torch.Tensor:
+        p = self.user_emb(users)
+        if self.config.implicit:
+            p = p + (self.implicit_vectors() if implicit is None else implicit)[users]
+        return p
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor,
+                implicit: Optional[torch.Tensor] = None) -> torch.Tensor:
         return (self.config.global_mean + self.user_bias[users] + self.item_bias[items]
-                + (self.user_emb(users) * self.item_emb(items)).sum(-1))
+                + (self.user_vectors(users, implicit) * self.item_emb(items)).sum(-1))
+
+    def user_scores(self, users: torch.Tensor) -> torch.Tensor:
+        return self.scores_for(self.user_vectors(users), self.user_bias[users])
 
     def scores_for(self, vectors: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
         return (self.config.global_mean + biases[:, None] + self.item_bias[None, :]
@@ -103,18 +129,22 @@ class BiasedMF(_Factorization, PyTorchModelHubMixin, library_name="pytorch", tag
                 lam: Optional[float] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Solve a new user's (bias, vector) from their ratings against the frozen items.
 
-        min_x sum_i (r_i - mu - b_i - [1, q_i] . x)^2 + lam |x|^2, so
-        x = (X^T X + lam I)^-1 X^T y with X = [1, q_i] and y = r_i - mu - b_i.
+        min_x sum_i (r_i - mu - b_i - q_i . z - [1, q_i] . x)^2 + lam |x|^2, so
+        x = (X^T X + lam I)^-1 X^T y with X = [1, q_i] and y = r_i - mu - b_i - q_i . z, where z is the
+        implicit term of the rated items (0 without ``config.implicit``). Returns (b_u, p_u + z).
         """
         lam = self.config.fold_lambda if lam is None else lam
         items = torch.as_tensor(items, dtype=torch.long)
         ratings = torch.as_tensor(ratings, dtype=torch.float32)
         q = self.item_emb.weight[items].float()
+        z = torch.zeros(q.shape[1])
+        if self.config.implicit:
+            z = self.implicit_emb.weight[items].float().sum(0) / max(len(items), 1) ** 0.5
         X = torch.cat([torch.ones(len(items), 1), q], dim=1)
-        y = ratings - self.config.global_mean - self.item_bias[items].float()
+        y = ratings - self.config.global_mean - self.item_bias[items].float() - q @ z
         A = X.T @ X + lam * torch.eye(X.shape[1])
         x = torch.linalg.solve(A, X.T @ y)
-        return x[0], x[1:]
+        return x[0], x[1:] + z
 
 
 class BPRMF(_Factorization, PyTorchModelHubMixin, library_name="pytorch", tags=["recommender"]):

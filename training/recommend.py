@@ -35,9 +35,9 @@ from training.rank_metrics import ranking_metrics
 
 # Recipes chosen with `tune` on validation splits (see module docstring); the model cards list them.
 RECIPES: dict[str, dict[str, Any]] = {
-    "mf": dict(model="mf", optimizer="adamw", dim=128, epochs=40, lr=3e-3, batch_size=1024, reg=0.05, bias_reg=0.005,
+    "mf": dict(model="mf", optimizer="adamw", implicit=False, dim=128, epochs=40, lr=3e-3, batch_size=1024, reg=0.05, bias_reg=0.005,
                weight_decay=0.0, fold_lambda=1.0, seed=0),
-    "bpr": dict(model="bpr", optimizer="adamw", dim=64, epochs=30, lr=5e-3, batch_size=1024, reg=0.002, bias_reg=0.0,
+    "bpr": dict(model="bpr", optimizer="adamw", dim=64, epochs=30, lr=5e-3, batch_size=1024, reg=0.01, bias_reg=0.0,
                 weight_decay=0.0, n_neg=4, fold_lambda=1.0, fold_alpha=0.05, fold_target=1.0, seed=0),
 }
 NAMES = {"mf": "mf-movielens", "bpr": "bpr-movielens"}
@@ -129,6 +129,7 @@ def fold_in_scores(model: BPRMF, train: ml.Ratings) -> torch.Tensor:
 
 def make_model(recipe: dict[str, Any], train: ml.Ratings) -> BiasedMF | BPRMF:
     config = RecConfig(dim=recipe["dim"], global_mean=float(train.ratings.mean()),
+                       implicit=bool(recipe.get("implicit", False)),
                        fold_lambda=recipe.get("fold_lambda", 1.0), fold_alpha=recipe.get("fold_alpha", 0.05),
                        fold_target=recipe.get("fold_target", 1.0), recipe=dict(recipe))
     return (BiasedMF if recipe["model"] == "mf" else BPRMF)(config)
@@ -139,6 +140,7 @@ def train_model(recipe: dict[str, Any], train: ml.Ratings, val: ml.Ratings | Non
     """Train one model with the shared loop; with ``val``, keep the best epoch on it (RMSE / nDCG@10)."""
     torch.manual_seed(recipe["seed"])
     model = make_model(recipe, train)
+    model.set_seen(ml.seen_lists(train))  # N(u) of the implicit term; the seen filter of the app
     steps_per_epoch = len(train) // recipe["batch_size"]
     users, items = torch.from_numpy(train.users), torch.from_numpy(train.items)
     mf = recipe["model"] == "mf"
@@ -149,8 +151,9 @@ def train_model(recipe: dict[str, Any], train: ml.Ratings, val: ml.Ratings | Non
 
         def loss_fn(m: BiasedMF, batch) -> torch.Tensor:
             u, i, r = batch
-            err = F.mse_loss(m(u, i), r)
-            l2 = (m.user_emb(u).square().sum(1) + m.item_emb(i).square().sum(1)).mean()
+            implicit = m.implicit_vectors() if m.config.implicit else None
+            err = F.mse_loss(m(u, i, implicit), r)
+            l2 = (m.user_vectors(u, implicit).square().sum(1) + m.item_emb(i).square().sum(1)).mean()
             return err + reg * l2 + bias_reg * (m.user_bias[u].square() + m.item_bias[i].square()).mean()
 
         def evaluate(m: BiasedMF) -> dict[str, float]:
@@ -324,7 +327,6 @@ def main() -> None:
     result = None if args.no_eval else evaluate_recipe(recipe, root)
     data = ml.load_ratings(root)
     model = train_model(recipe, data, run=f"{name}-all")
-    model.set_seen(ml.seen_lists(data))
     movies = ml.load_movies(root)
     model.config.titles, model.config.years = movies.titles, movies.years
     model.config.genres = [", ".join(g) for g in movies.genres]
@@ -353,7 +355,8 @@ def train_validation(args: argparse.Namespace, root: Path) -> None:
         key, _, values = item.partition("=")
         if key not in RECIPES[args.model]:
             fail(f"unknown recipe key {key!r}; known: {', '.join(RECIPES[args.model])}")
-        grid[key] = [type(RECIPES[args.model][key])(v) for v in values.split(",")]
+        kind = type(RECIPES[args.model][key])
+        grid[key] = [v.lower() in ("1", "true", "yes") if kind is bool else kind(v) for v in values.split(",")]
     for combo in itertools.product(*grid.values()):
         recipe = {**RECIPES[args.model], **dict(zip(grid, combo))}
         start = time.time()
