@@ -214,7 +214,8 @@ def build() -> None:
         picked = gr.Dropdown(choices, multiselect=True, filterable=True, label="Movies you have seen "
                              "(type to search)", max_choices=50)
         table = gr.Dataframe(headers=["movie", "your rating (1-5)"], datatype=["str", "number"],
-                             interactive=True, label="Your ratings (edit the numbers)", col_count=(2, "fixed"))
+                             interactive=True, label="Your ratings (edit the numbers)", column_count=2,
+                             static_columns=[0])
         go = gr.Button("Recommend", variant="primary")
         visitor_out = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True,
                                    label="Recommended for you")

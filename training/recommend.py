@@ -35,8 +35,8 @@ from training.rank_metrics import ranking_metrics
 
 # Recipes chosen with `tune` on validation splits (see module docstring); the model cards list them.
 RECIPES: dict[str, dict[str, Any]] = {
-    "mf": dict(model="mf", optimizer="adamw", implicit=False, dim=128, epochs=40, lr=3e-3, batch_size=1024, reg=0.05, bias_reg=0.005,
-               weight_decay=0.0, fold_lambda=1.0, seed=0),
+    "mf": dict(model="mf", optimizer="sgd", implicit=True, dim=128, epochs=15, lr=1.0, batch_size=1024, reg=0.08,
+               bias_reg=0.005, weight_decay=0.0, fold_lambda=1.0, seed=0),
     "bpr": dict(model="bpr", optimizer="adamw", dim=64, epochs=30, lr=5e-3, batch_size=1024, reg=0.01, bias_reg=0.0,
                 weight_decay=0.0, n_neg=4, fold_lambda=1.0, fold_alpha=0.05, fold_target=1.0, seed=0),
 }
