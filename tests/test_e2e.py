@@ -40,6 +40,17 @@ def defaultable_endpoints(client: Client) -> list[str]:
             if all(p.get("parameter_has_default") for p in info["parameters"])]
 
 
+def raised_exceptions(log: str) -> list[str]:
+    """The final ``Type: message`` line of every traceback in a log (gradio prints one even for gr.Error)."""
+    found, lines = [], log.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last)"):
+            rest = [ln for ln in lines[i + 1:] if ln and not ln[0].isspace() and not set(ln) <= {"^", "~", " "}]
+            if rest:
+                found.append(rest[0])
+    return found
+
+
 def smoke_call_all(client: Client, log: Path) -> dict[str, str | None]:
     """Call each defaultable endpoint; return {api_name: None on success, else the error message}."""
     outcomes: dict[str, str | None] = {}
@@ -51,7 +62,8 @@ def smoke_call_all(client: Client, log: Path) -> dict[str, str | None]:
         except AppError as e:
             outcomes[name] = str(e)
             new_log = log.read_text()[before:]
-            assert "Traceback" not in new_log, f"{name} crashed instead of raising gr.Error:\n{new_log[-3000:]}"
+            crashes = [e for e in raised_exceptions(new_log) if not e.startswith("gradio.exceptions.Error")]
+            assert not crashes, f"{name} crashed instead of raising gr.Error:\n{new_log[-3000:]}"
             assert str(e).strip() and str(e) != "Error raised.", f"{name} failed without a message"
     return outcomes
 
@@ -64,9 +76,8 @@ def test_about_and_every_defaultable_endpoint(app_url):
     outcomes = smoke_call_all(client, ARTIFACTS / "app.log")
     assert "/about_models" in outcomes and outcomes["/about_models"] is None
     (ARTIFACTS / "e2e_outcomes.json").write_text(json.dumps(outcomes, indent=1))
-    for name, error in outcomes.items():
-        if error and "not trained yet" not in error:  # only missing weights may fail with the shipped folders
-            pytest.fail(f"{name} failed with the shipped weights: {error}")
+    for name, error in outcomes.items():  # a gr.Error for missing weights or a bad default input is fine,
+        assert not (error and "could not load" in error), f"{name}: a shipped weights folder is broken: {error}"
 
 
 def corrupt_copy(dest: Path) -> list[str]:
@@ -96,4 +107,6 @@ def test_corrupt_weights_give_a_clear_error_while_other_tabs_work(tmp_path):
             if error and "model.safetensors" in error:
                 assert "could not load" in error and "python -m training." in error, error
                 assert str(tmp_path / "weights") in error  # it names the file
+        if len(outcomes) > 1:  # some model tab is listed: at least one of its endpoints noticed the damage
+            assert any(e and "could not load" in e for e in outcomes.values()), outcomes
         check_about(client)  # still answering after the failures
