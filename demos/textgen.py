@@ -1,0 +1,130 @@
+"""Text generation tab: Shakespeare-like text streamed from a character GPT (or the LSTM baseline),
+and the per-character surprisal of any text under the chosen model."""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import gradio as gr
+import torch
+
+from demos.common import load_model, weights_status
+
+TITLE = "Text generation"
+MODELS = {"GPT": "gpt-shakespeare", "LSTM": "lstm-shakespeare"}
+LIMITS = {"temperature": (0.0, 3.0), "top_k": (0, 1000), "top_p": (0.01, 1.0), "max_new_tokens": (1, 2000)}
+MAX_SCORE_CHARS = 20_000
+EXAMPLES = [["ROMEO:\n", 0.8, 0, 0.95, 300, 1], ["First Citizen:\nBefore we proceed", 0.6, 20, 1.0, 300, 7],
+            ["KING HENRY:\nNow", 1.0, 0, 0.9, 400, 42], ["", 0.0, 0, 1.0, 200, 0]]
+
+
+def clamp_settings(temperature: float, top_k: float, top_p: float, max_new_tokens: float
+                   ) -> tuple[float, int, float, int, list[str]]:
+    """Clamp sampling settings into their allowed ranges; also return what was changed."""
+    notes, values = [], {}
+    for name, value in [("temperature", temperature), ("top_k", top_k), ("top_p", top_p),
+                        ("max_new_tokens", max_new_tokens)]:
+        low, high = LIMITS[name]
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise gr.Error(f"{name} must be a number, got {value!r}") from None
+        if not math.isfinite(v):
+            raise gr.Error(f"{name} must be a finite number, got {value!r}")
+        clamped = min(max(v, low), high)
+        if clamped != v:
+            notes.append(f"{name} {v:g} was clamped to {clamped:g}")
+        values[name] = clamped
+    return (values["temperature"], int(values["top_k"]), values["top_p"], int(values["max_new_tokens"]), notes)
+
+
+def _model(choice: str):
+    if choice not in MODELS:
+        raise gr.Error(f"Unknown model {choice!r}: choose one of {', '.join(MODELS)}.")
+    return load_model(MODELS[choice])
+
+
+def _encode(model, text: str) -> list[int]:
+    missing = model.tokenizer.unknown(text)
+    if missing:
+        shown = " ".join(repr(c) for c in missing[:15]) + (" ..." if len(missing) > 15 else "")
+        raise gr.Error(f"These characters are not in the model's vocabulary (it knows the "
+                       f"{len(model.tokenizer.vocab)} characters of Tiny Shakespeare): {shown}")
+    return model.tokenizer.encode(text)
+
+
+def generate(prompt: str, temperature: float = 0.8, top_k: float = 0, top_p: float = 0.95,
+             max_new_tokens: float = 300, seed: float = 0, model_choice: str = "GPT") -> Iterator[str]:
+    """Stream the prompt followed by sampled characters (the text so far, at every new character)."""
+    prompt = prompt if isinstance(prompt, str) else ""
+    if len(prompt) > MAX_SCORE_CHARS:
+        raise gr.Error(f"The prompt is {len(prompt):,} characters; the limit is {MAX_SCORE_CHARS:,}.")
+    temperature, top_k, top_p, max_new_tokens, notes = clamp_settings(temperature, top_k, top_p, max_new_tokens)
+    for note in notes:
+        gr.Warning(note)
+    model = _model(model_choice)
+    context = prompt or "\n"  # an empty prompt starts from a newline
+    ids = _encode(model, context)
+    try:
+        seed = int(seed)
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error(f"seed must be an integer, got {seed!r}") from None
+    generator = torch.Generator().manual_seed(seed % 2**63)
+    text = prompt
+    for token in model.generate(ids, max_new_tokens, temperature, top_k, top_p, generator):
+        text += model.tokenizer.decode([token])
+        yield text
+
+
+def surprisal(text: str, model_choice: str = "GPT") -> tuple[list[tuple[str, float]], str]:
+    """Per-character surprisal (bits) as highlighted text, and the text's perplexity."""
+    if not isinstance(text, str) or len(text) < 2:
+        raise gr.Error("Enter at least two characters to score.")
+    if len(text) > MAX_SCORE_CHARS:
+        raise gr.Error(f"The text is {len(text):,} characters; the limit is {MAX_SCORE_CHARS:,}.")
+    model = _model(model_choice)
+    log_probs = model.log_probs(_encode(model, text))
+    bits = (-log_probs / math.log(2)).tolist()
+    # The first character has no context and is not scored; colour scale: 0 bits -> 0, >= 8 bits -> 1.
+    highlighted = [(text[0], 0.0)] + [(c, min(b / 8.0, 1.0)) for c, b in zip(text[1:], bits)]
+    nats = float(-log_probs.mean())
+    worst = sorted(zip(bits, range(1, len(text))), reverse=True)[:3]
+    worst_text = ", ".join(f"{text[i]!r} at {i} ({b:.1f} bits)" for b, i in worst)
+    summary = (f"**Perplexity {math.exp(nats):.2f}** ({nats:.3f} nats, {nats / math.log(2):.2f} bits per "
+               f"character over {len(bits):,} characters). Most surprising: {worst_text}.")
+    return highlighted, summary
+
+
+def build() -> None:
+    status = weights_status(*MODELS.values())
+    if status:
+        gr.Markdown(status)
+    gr.Markdown("Type a prompt and watch a character-level model trained on Tiny Shakespeare continue it. "
+                "Sampling order: temperature, then top-k, then top-p (0 temperature = greedy).")
+    with gr.Row():
+        with gr.Column(scale=1):
+            prompt = gr.Textbox(label="Prompt", value="ROMEO:\n", lines=4)
+            model_choice = gr.Radio(list(MODELS), value="GPT", label="Model")
+            temperature = gr.Slider(*LIMITS["temperature"], value=0.8, step=0.05, label="Temperature")
+            top_k = gr.Slider(0, 65, value=0, step=1, label="Top-k (0 = off)")
+            top_p = gr.Slider(*LIMITS["top_p"], value=0.95, step=0.01, label="Top-p")
+            max_new = gr.Slider(1, LIMITS["max_new_tokens"][1], value=300, step=1, label="New characters")
+            seed = gr.Number(value=0, precision=0, label="Seed")
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary")
+                stop = gr.Button("Stop")
+        with gr.Column(scale=2):
+            output = gr.Textbox(label="Generated text", lines=18, autoscroll=True)
+    gr.Examples(EXAMPLES, [prompt, temperature, top_k, top_p, max_new, seed], label="Examples")
+    with gr.Accordion("How surprised is the model? (per-character surprisal)", open=True):
+        score_text = gr.Textbox(label="Text to score", value="To be, or not to be, that is the question.",
+                                lines=3)
+        score = gr.Button("Score text")
+        heat = gr.HighlightedText(label="Surprisal (darker = more bits)", combine_adjacent=False,
+                                  show_legend=False)
+        summary = gr.Markdown()
+    event = run.click(generate, [prompt, temperature, top_k, top_p, max_new, seed, model_choice], output,
+                      api_name="generate", concurrency_limit=2, concurrency_id="textgen")
+    stop.click(None, cancels=[event])
+    score.click(surprisal, [score_text, model_choice], [heat, summary], api_name="score",
+                concurrency_limit=2, concurrency_id="textgen")
