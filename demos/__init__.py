@@ -3,5 +3,6 @@ and listing it here; ``app.py`` never changes."""
 
 TABS: list[str] = [
     "about",
+    "textgen",
     "recommend",
 ]

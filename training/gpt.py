@@ -91,7 +91,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-layer", type=int, default=None)
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=None)
-    p.add_argument("--hidden", type=int, default=512, help="LSTM hidden size")
+    p.add_argument("--hidden", type=int, default=None, help="LSTM hidden size")
     p.add_argument("--dropout", type=float, default=0.05)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--weight-decay", type=float, default=0.1)
@@ -112,8 +112,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 # Defaults per model, chosen to train in about an hour on 2 CPU cores (see the model cards).
-DEFAULTS = {"gpt": dict(steps=1500, n_layer=4, n_embd=192, lr=3e-3),
-            "lstm": dict(steps=3000, n_layer=2, n_embd=128, lr=3e-3)}
+DEFAULTS = {"gpt": dict(steps=3000, n_layer=4, n_embd=192, lr=3e-3),
+            "lstm": dict(steps=1500, n_layer=2, n_embd=128, hidden=384, lr=3e-3)}
 
 
 def train(args: argparse.Namespace) -> None:
