@@ -1,0 +1,451 @@
+"""Train, evaluate and export the CIFAR-10 classifiers (compact net, ResNet, ViT).
+
+    python -m training.classify --model compact --epochs 12 --threads 1
+    python -m training.classify evaluate --weights weights/compact-cifar10 --data ../shared/datasets/cifar10-jpg/test
+    python -m training.classify export --weights weights/compact-cifar10 --format onnx
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from models.classify import CompactNet, CompactNetConfig, ResNet, ResNetConfig, ViT, ViTConfig
+import weights
+from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, print_json, push_to_hub
+from training.loop import TrainConfig, fit
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CACHE = ROOT / "data_cache"
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+# --------------------------------------------------------------------------- data
+
+def read_folder(folder: str | Path, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """An ImageFolder tree with CIFAR-10 class subfolders -> (N,3,size,size) uint8 images, (N,) labels.
+
+    Any image size or mode is accepted (resized to ``size`` x ``size``, converted to RGB); subfolders that
+    are not CIFAR-10 classes are an error, missing classes are allowed.
+    """
+    from torchvision.datasets import ImageFolder
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    data = ImageFolder(str(folder), is_valid_file=lambda p: p.lower().endswith(IMAGE_EXTS),
+                       allow_empty=True)
+    unknown = [c for c in data.classes if c not in CLASSES]
+    if unknown:
+        raise ValueError(f"{folder}: subfolders {unknown} are not CIFAR-10 classes {list(CLASSES)}")
+    images = np.empty((len(data.samples), size, size, 3), dtype=np.uint8)
+    labels = torch.empty(len(data.samples), dtype=torch.long)
+    for i, (path, target) in enumerate(data.samples):
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.BICUBIC)
+            images[i] = np.asarray(im)
+        labels[i] = CLASSES.index(data.classes[target])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
+
+
+def load_split(split: str, root: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10 ``train``/``test`` as uint8 tensors, decoded once and cached under ``data_cache/``.
+
+    ``root`` is the JPEG ImageFolder copy (default ``../shared/datasets/cifar10-jpg``); without it,
+    torchvision's ``CIFAR10(download=True)`` fetches the official images into ``data_cache/``.
+    """
+    root = Path(root) if root is not None else default_data("cifar10-jpg")
+    if not (root / split).is_dir():
+        from torchvision.datasets import CIFAR10
+        ds = CIFAR10(str(CACHE / "cifar10"), train=split == "train", download=True)
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+    key = hashlib.sha1(str((root / split).resolve()).encode()).hexdigest()[:8]
+    cache = CACHE / f"cifar10-{split}-{key}.pt"
+    if cache.exists():
+        blob = torch.load(cache, weights_only=True)
+        return blob["images"], blob["labels"]
+    images, labels = read_folder(root / split)
+    CACHE.mkdir(exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    torch.save({"images": images, "labels": labels}, tmp)
+    tmp.replace(cache)
+    return images, labels
+
+
+class Augmented:
+    """A training set served batch-wise from a uint8 tensor: the dataset yields indices and
+    ``collate`` gathers them, flips half and translates each image by up to ``translate`` pixels
+    (reflect padding), all as whole-batch tensor ops. Returns (uint8 images, labels)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, translate: int = 2, flip: bool = True):
+        self.labels, self.translate, self.flip = labels, translate, flip
+        self.images = _pad_reflect(images, translate) if translate else images
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+    def collate(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices)
+        x, t = self.images[idx], self.translate
+        if t:
+            n, size = len(idx), x.shape[-1] - 2 * t
+            shifts = torch.randint(0, 2 * t + 1, (n, 2))
+            out = torch.empty(n, 3, size, size, dtype=x.dtype)
+            for dy in range(2 * t + 1):  # one slice per offset instead of one per image
+                for dx in range(2 * t + 1):
+                    sel = ((shifts[:, 0] == dy) & (shifts[:, 1] == dx)).nonzero().flatten()
+                    if len(sel):
+                        out[sel] = x[sel, :, dy:dy + size, dx:dx + size]
+            x = out
+        if self.flip:
+            mask = torch.rand(len(idx)) < 0.5
+            x = torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
+        return x, self.labels[idx]
+
+
+def _pad_reflect(images: torch.Tensor, pad: int, chunk: int = 5000) -> torch.Tensor:
+    return torch.cat([F.pad(c.float(), (pad,) * 4, mode="reflect").to(images.dtype)
+                      for c in images.split(chunk)])
+
+
+def to_input(images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (B,3,H,W) -> float [0,1], channels-last (the fast layout for CPU convolutions)."""
+    x = images.to(device, non_blocking=True).float().div_(255)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, tta: int = 0, batch_size: int = 500) -> torch.Tensor:
+    """Logits for uint8 images. tta=0: plain; 1: average with the mirror image; 2: also with 1-pixel
+    translations (airbench's test-time augmentation)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for chunk in images.split(batch_size):
+        x = to_input(chunk, device)
+        logits = model(x).float()
+        if tta >= 1:
+            logits = 0.5 * logits + 0.5 * model(x.flip(3)).float()
+        if tta >= 2:
+            padded = F.pad(x, (1,) * 4, mode="reflect")
+            size = x.shape[-1]
+            shifted = [padded[..., :size, :size], padded[..., 2:, 2:]]
+            shifted = sum(0.5 * model(s).float() + 0.5 * model(s.flip(3)).float() for s in shifted) / 2
+            logits = 0.5 * logits + 0.5 * shifted
+        out.append(logits.cpu())
+    return torch.cat(out)
+
+
+def accuracy_report(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict[str, Any]:
+    pred = logits.argmax(1)
+    per_class = {c: round(float((pred[labels == i] == i).float().mean()), 4)
+                 for i, c in enumerate(classes) if (labels == i).any()}
+    return {"accuracy": round(float((pred == labels).float().mean()), 4), "n": len(labels),
+            "per_class_accuracy": per_class}
+
+
+# --------------------------------------------------------------------------- recipes
+
+@dataclass
+class Recipe:
+    """What differs between the three models' training; the loop does the rest."""
+    epochs: float
+    batch_size: int
+    optimizer: str                 # sgd | adamw
+    lr: float
+    weight_decay: float
+    label_smoothing: float
+    warmup: float = 0.0            # fraction of the steps
+    translate: int = 4
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = None
+    bias_lr_scale: float = 1.0     # compact net: BN shifts learn this much faster (airbench's bias_scaler)
+    tta: int = 1                   # test-time augmentation level for the reported number
+
+
+RECIPES: dict[str, Recipe] = {
+    # airbench94's hyper-parameters, per-example learning rate / weight decay rescaled to the batch size
+    "compact": Recipe(epochs=10, batch_size=512, optimizer="sgd", lr=11.5, weight_decay=0.0153,
+                      label_smoothing=0.2, warmup=0.2, translate=2, betas=(0.85, 0.999),
+                      bias_lr_scale=64.0, tta=2),
+    # the standard ResNet recipe (kuangliu/pytorch-cifar: SGD 0.1, wd 5e-4, cosine, 200 epochs)
+    "resnet18": Recipe(epochs=200, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4,
+                       label_smoothing=0.1, warmup=0.01, translate=4, betas=(0.9, 0.999), tta=1),
+    # ViT from scratch (omihub777/ViT-CIFAR: AdamW 1e-3, wd 5e-5, warm-up 5 epochs, 200 epochs, smoothing 0.1)
+    "vit": Recipe(epochs=200, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=5e-5,
+                  label_smoothing=0.1, warmup=0.025, translate=4, grad_clip=1.0, tta=1),
+}
+WEIGHT_NAMES = {"compact": "compact-cifar10", "resnet18": "resnet18-cifar10", "resnet34": "resnet18-cifar10",
+                "vit": "vit-cifar10"}
+
+
+def build_model(kind: str, widths: list[int] | None = None) -> nn.Module:
+    if kind == "compact":
+        return CompactNet(CompactNetConfig(widths=widths) if widths else CompactNetConfig())
+    if kind in ("resnet18", "resnet34"):
+        return ResNet(ResNetConfig(depth=int(kind[-2:])))
+    if kind == "vit":
+        return ViT(ViTConfig())
+    raise ValueError(f"unknown model {kind!r}")
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """Weight decay on weights only; for SGD the airbench parametrization: ``lr`` and ``weight_decay``
+    are per example and independent of the momentum, so they carry over between batch sizes."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.ndim >= 2]
+    biases = [p for n, p in params if p.ndim < 2]
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                                  {"params": biases, "weight_decay": 0.0}], lr=recipe.lr, betas=recipe.betas)
+    momentum = recipe.betas[0]
+    if recipe.bias_lr_scale == 1.0:  # plain SGD: lr and wd as written
+        lr, wd = recipe.lr, recipe.weight_decay
+        groups = [{"params": decay, "lr": lr, "weight_decay": wd}, {"params": biases, "lr": lr, "weight_decay": 0.0}]
+    else:  # airbench: loss summed over the batch <=> mean loss with lr * batch_size
+        scale = 1024 * (1 + 1 / (1 - momentum))
+        lr = recipe.lr / scale * recipe.batch_size
+        wd = recipe.weight_decay * recipe.batch_size / scale
+        bias_lr = lr * recipe.bias_lr_scale
+        groups = [{"params": decay, "lr": lr, "weight_decay": wd / lr},
+                  {"params": biases, "lr": bias_lr, "weight_decay": wd / bias_lr}]
+    return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum, nesterov=True)
+
+
+# --------------------------------------------------------------------------- train
+
+def train(args: argparse.Namespace) -> None:
+    recipe = RECIPES["resnet18" if args.model == "resnet34" else args.model]
+    for key in ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "tta"):
+        if getattr(args, key, None) is not None:
+            recipe = replace(recipe, **{key: getattr(args, key)})
+    try:
+        images, labels = load_split("train", args.data)
+        test_images, test_labels = load_split("test", args.data)
+    except (OSError, ValueError) as e:
+        fail(f"could not read CIFAR-10 from {args.data}: {e}")
+    # 45k / 5k split for selection; the 10k test set is only used once, for the reported number
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    val_idx, train_idx = perm[:args.val_size], perm[args.val_size:]
+    if args.limit:
+        train_idx = train_idx[:args.limit]
+    train_set = Augmented(images[train_idx], labels[train_idx], translate=recipe.translate)
+    val_images, val_labels = images[val_idx], labels[val_idx]
+
+    torch.manual_seed(args.seed)
+    model = build_model(args.model, args.widths)
+    if isinstance(model, CompactNet):
+        model.init_whitening(images[train_idx[:5000]].float() / 255)
+    model = model.to(memory_format=torch.channels_last)
+    steps_per_epoch = len(train_set) // recipe.batch_size
+    steps = max(1, round(recipe.epochs * steps_per_epoch))
+    out_dir = Path(args.out) if args.out else CHECKPOINTS / f"classify-{args.model}"
+    cfg = TrainConfig(steps=steps, batch_size=recipe.batch_size, lr=recipe.lr, weight_decay=recipe.weight_decay,
+                      optimizer=recipe.optimizer, schedule="cosine", warmup_steps=round(recipe.warmup * steps),
+                      grad_clip=recipe.grad_clip, bf16=args.bf16, eval_every=args.eval_every or steps_per_epoch,
+                      monitor="val_acc", mode="max", max_minutes=args.max_minutes, seed=args.seed,
+                      out_dir=str(out_dir), resume=not args.fresh)
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    whiten_bias_steps = round(3 * steps_per_epoch)  # airbench trains the whitening bias for 3 epochs only
+
+    def loss_fn(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        return criterion(m(x.float().div_(255).contiguous(memory_format=torch.channels_last)), y)
+
+    def on_step(step: int, _loss: float) -> None:
+        if isinstance(model, CompactNet) and step >= whiten_bias_steps:
+            model.whiten.bias.requires_grad_(False)
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        logits = predict(m, val_images)
+        m.train()
+        return {"val_loss": float(F.cross_entropy(logits, val_labels)),
+                "val_acc": float((logits.argmax(1) == val_labels).float().mean())}
+
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{args.model}: {n_params / 1e6:.2f}M parameters, {len(train_set)} training images, {steps} steps "
+          f"of {recipe.batch_size} ({recipe.epochs} epochs), {torch.get_num_threads()} threads", flush=True)
+    start = time.time()
+    result = fit(model, train_set, loss_fn, cfg, evaluate=evaluate, collate_fn=train_set.collate,
+                 optimizer=make_optimizer(model, recipe), on_step=on_step)
+    train_minutes = (time.time() - start) / 60
+    model.eval()
+    report = accuracy_report(predict(model, test_images, tta=recipe.tta), test_labels, model.classes)
+    plain = accuracy_report(predict(model, test_images, tta=0), test_labels, model.classes)["accuracy"]
+    print(f"test accuracy {report['accuracy']:.4f} (tta={recipe.tta}), {plain:.4f} without; "
+          f"trained {result.steps_done}/{steps} steps in {result.minutes:.1f} min", flush=True)
+
+    folder = Path(args.weights_out) if args.weights_out else weights.local_dir(WEIGHT_NAMES[args.model])
+    weights.save(model, folder)
+    command = "python -m training.classify " + " ".join(sys.argv[1:])
+    metrics = {"accuracy": report["accuracy"], "accuracy_no_tta": plain, "val_accuracy": result.best_metric,
+               "train_minutes": round(result.minutes, 2)}
+    per_class = "\n".join(f"| {c} | {a:.4f} |" for c, a in report["per_class_accuracy"].items())
+    history = "\n".join(f"| {h['step']} | {h['minutes']:.1f} | {h['train_loss']:.4f} | {h['val_acc']:.4f} |"
+                        for h in result.history)
+    extra = (f"Test accuracy on the official 10,000 CIFAR-10 test images (the JPEG copy in "
+             f"`cifar10-jpg/test`), with test-time augmentation level {recipe.tta} "
+             f"({'flip + 1-pixel translations' if recipe.tta == 2 else 'horizontal flip' if recipe.tta else 'none'}); "
+             f"the checkpoint is the best on a held-out 5,000-image validation split of the training set.\n\n"
+             f"Training: {result.steps_done} of {steps} steps of batch {recipe.batch_size} "
+             f"({result.steps_done / steps_per_epoch:.2f} epochs of {len(train_set)} images), {recipe.optimizer} "
+             f"lr {recipe.lr} wd {recipe.weight_decay}, label smoothing {recipe.label_smoothing}, flip + "
+             f"{recipe.translate}-pixel translate; {result.minutes:.1f} min of wall time on the CPU "
+             f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+             f"{'bf16 autocast' if args.bf16 else 'fp32, channels-last'}), {n_params / 1e6:.2f}M parameters.\n\n"
+             f"| class | test accuracy |\n|---|---|\n{per_class}\n\n"
+             f"| step | minutes | train loss | val accuracy |\n|---|---|---|---|\n{history}\n")
+    weights.write_card(folder, folder.name, description=DESCRIPTIONS[args.model], metrics=metrics,
+                       dataset="cifar10", dataset_name="CIFAR-10", task_type="image-classification",
+                       command=command, extra=extra, tags=["image-classification", "cifar10"])
+    print(f"wrote {folder}", flush=True)
+    if args.push_to_hub:
+        print(push_to_hub(folder, args.push_to_hub))
+
+
+DESCRIPTIONS = {
+    "compact": "airbench94-style compact conv net (patch-whitening conv, three conv blocks of widths "
+               "{widths}, BatchNorm, GELU) trained from scratch on CIFAR-10 on a CPU.",
+    "resnet18": "ResNet-18 for 32x32 inputs (basic blocks, BatchNorm, He init) trained from scratch on CIFAR-10.",
+    "resnet34": "ResNet-34 for 32x32 inputs (basic blocks, BatchNorm, He init) trained from scratch on CIFAR-10.",
+    "vit": "Vision Transformer (4x4 patches, class token, learned positions, pre-norm blocks) trained from "
+           "scratch on CIFAR-10.",
+}
+
+
+# --------------------------------------------------------------------------- evaluate / export
+
+def load_folder(folder: str | Path) -> nn.Module:
+    """A weights folder of any of the three classifiers; the class is read off its config.json."""
+    folder = Path(folder)
+    path = folder / "config.json"
+    if not path.is_file() or not (folder / "model.safetensors").is_file():
+        fail(f"{folder} is not a weights folder (config.json and model.safetensors expected)")
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as e:
+        fail(f"{path} is not valid JSON: {e}")
+    cls = CompactNet if "widths" in config else ViT if "patch_size" in config else ResNet
+    try:
+        return cls.from_pretrained(str(folder)).eval()
+    except Exception as e:
+        fail(f"could not load {folder}: {type(e).__name__}: {e}")
+
+
+def evaluate_command(args: argparse.Namespace) -> None:
+    model = load_folder(args.weights)
+    try:
+        images, labels = read_folder(args.data)
+    except (OSError, ValueError) as e:
+        fail(str(e))
+    if len(labels) == 0:
+        fail(f"{args.data} holds no images in CIFAR-10 class subfolders")
+    report = accuracy_report(predict(model.to(memory_format=torch.channels_last), images, tta=args.tta),
+                             labels, model.classes)
+    print_json({"weights": str(args.weights), "data": str(args.data), "tta": args.tta, **report})
+
+
+def export(model: nn.Module, path: str | Path, fmt: str) -> Path:
+    """TorchScript (traced) or ONNX (dynamic batch) file of ``model``; input float (B,3,32,32) in [0,1]."""
+    model = model.eval().to(memory_format=torch.contiguous_format)
+    path = Path(path)
+    example = torch.rand(2, 3, 32, 32)
+    if fmt == "torchscript":
+        with torch.no_grad():
+            torch.jit.trace(model, example).save(str(path))
+    elif fmt == "onnx":
+        torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
+    else:
+        raise ValueError(f"unknown format {fmt!r}: use torchscript or onnx")
+    return path
+
+
+def run_exported(path: str | Path, x: torch.Tensor) -> torch.Tensor:
+    """Logits of an exported file (``.pt`` TorchScript or ``.onnx`` via onnxruntime) for float images."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+    with torch.no_grad():
+        return torch.jit.load(str(path))(x)
+
+
+def export_command(args: argparse.Namespace) -> None:
+    model = load_folder(args.weights)
+    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    path = Path(args.out) if args.out else Path(args.weights) / f"model{suffix}"
+    export(model, path, args.format)
+    x = torch.rand(8, 3, 32, 32)
+    with torch.no_grad():
+        diff = float((run_exported(path, x) - model(x)).abs().max())
+    print_json({"file": str(path), "format": args.format, "max_abs_diff": diff})
+
+
+# --------------------------------------------------------------------------- CLI
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", choices=["compact", "resnet18", "resnet34", "vit"], default="compact")
+    p.add_argument("--data", default=str(default_data("cifar10-jpg")),
+                   help="CIFAR-10 ImageFolder root with train/ and test/ (else torchvision downloads it)")
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--tta", type=int, choices=[0, 1, 2], default=None)
+    p.add_argument("--widths", type=int, nargs=3, default=None, help="compact net block widths")
+    p.add_argument("--val-size", type=int, default=5000)
+    p.add_argument("--limit", type=int, default=None, help="use only this many training images (smoke runs)")
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--eval-every", type=int, default=None, help="steps (default: one epoch)")
+    p.add_argument("--bf16", action="store_true", default=torch.cuda.is_available(),
+                   help="bf16 autocast (default on CUDA; on CPUs without bf16 units it is slower)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--out", default=None, help="checkpoint folder")
+    p.add_argument("--weights-out", default=None, help="weights folder (default weights/<name>)")
+
+
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True)
+    p.add_argument("--data", default=str(default_data("cifar10-jpg/test")))
+    p.add_argument("--tta", type=int, choices=[0, 1, 2], default=0)
+
+
+def add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True)
+    p.add_argument("--format", choices=["torchscript", "onnx"], default="onnx")
+    p.add_argument("--out", default=None, help="file (default: <weights>/model.onnx or model.pt)")
+
+
+def main() -> None:
+    args = cli(__doc__, add_train_args, add_eval_args, extra={"export": add_export_args})
+    if args.command == "evaluate":
+        evaluate_command(args)
+    elif args.command == "export":
+        export_command(args)
+    else:
+        train(args)
+
+
+if __name__ == "__main__":
+    main()
