@@ -209,7 +209,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
         if self.record:  # explicit softmax so the attention map can be read back
             att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
             att = att.softmax(-1)
@@ -269,7 +269,7 @@ class ViT(_Classifier, PyTorchModelHubMixin):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch(self.normalize(x)).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls.expand(len(x), -1, -1), x], dim=1)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.blocks(self.drop(x + self.pos))
         return self.head(self.ln(x[:, 0]))
 
@@ -288,20 +288,18 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | None = None,
     store: dict[str, torch.Tensor] = {}
 
     def hook(_module, _inputs, output):
-        output.retain_grad()
         store["act"] = output
 
     handle = layer.register_forward_hook(hook)
     try:
         with torch.enable_grad():
-            x = x.detach().float().requires_grad_(True)
-            logits = model(x)
+            logits = model(x.detach().float())
             target = int(logits[0].argmax()) if target is None else target
-            model.zero_grad(set_to_none=True)
-            logits[0, target].backward()
+            # gradient w.r.t. the activation only: parameters' .grad stay untouched (the model is shared)
+            (grad,) = torch.autograd.grad(logits[0, target], store["act"])
     finally:
         handle.remove()
-    act, grad = store["act"].detach()[0].float(), store["act"].grad[0].float()
+    act, grad = store["act"].detach()[0].float(), grad[0].float()
     cam = F.relu((grad.mean((1, 2), keepdim=True) * act).sum(0))
     cam = F.interpolate(cam[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     cam = cam - cam.min()

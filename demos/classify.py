@@ -1,0 +1,113 @@
+"""Classification tab: the top-5 CIFAR-10 classes of any photo from each classifier, side by side, and
+where each model looked (Grad-CAM for the conv nets, attention rollout for the ViT)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+import weights
+from demos.common import load_model, to_rgb, weights_status
+from models.classify import explain
+
+TITLE = "Classification"
+MODELS = {"Compact net": "compact-cifar10", "ResNet-18": "resnet18-cifar10", "ViT": "vit-cifar10"}
+COMPARE = "Compare all"
+INPUT_SIZE = 32
+VIEW_SIZE = 160  # preview / heat-map display size (nearest-neighbour upscaled)
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples" / "classify"
+
+
+def prepare(image: Any) -> tuple[Image.Image, torch.Tensor]:
+    """Any image (path or PIL, any mode and size) -> the 32x32 RGB image the models see (center square
+    crop, then a bicubic, anti-aliased resize) and its (1, 3, 32, 32) float tensor in [0, 1]."""
+    rgb = to_rgb(image)
+    if min(rgb.size) < 1:
+        raise gr.Error("The image is empty.")
+    small = ImageOps.fit(rgb, (INPUT_SIZE, INPUT_SIZE), Image.BICUBIC)
+    x = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    return small, x
+
+
+def heat_overlay(small: Image.Image, cam: torch.Tensor, alpha: float = 0.5) -> Image.Image:
+    """The 32x32 input upscaled with a black-red-yellow-white heat map of ``cam`` (values in [0,1]) over it."""
+    h = cam.clamp(0, 1).numpy()
+    heat = np.stack([np.clip(3 * h, 0, 1), np.clip(3 * h - 1, 0, 1), np.clip(3 * h - 2, 0, 1)], -1)
+    base = np.asarray(small, dtype=np.float32) / 255
+    mixed = (1 - alpha) * base + alpha * heat
+    return Image.fromarray((mixed * 255).astype(np.uint8)).resize((VIEW_SIZE, VIEW_SIZE), Image.NEAREST)
+
+
+def predict_one(name: str, x: torch.Tensor, small: Image.Image) -> tuple[dict[str, float], Image.Image]:
+    """Top-5 probabilities (flip test-time augmentation) and the explanation overlay of one model."""
+    model = load_model(name)
+    with torch.no_grad():
+        logits = 0.5 * (model(x) + model(x.flip(3)))
+    probs = logits.float().softmax(-1)[0]
+    top = probs.topk(min(5, len(probs)))
+    labels = {model.classes[i]: float(p) for p, i in zip(top.values.tolist(), top.indices.tolist())}
+    cam, _ = explain(model, x)
+    return labels, heat_overlay(small, cam)
+
+
+def classify(image: Any, choice: str = COMPARE) -> list[Any]:
+    """[preview, label, heat map] x 3 models, and a notes string. One model: only its column is filled
+    (its missing weights are an error); "Compare all": every model that has weights, the others noted."""
+    if choice != COMPARE and choice not in MODELS:
+        raise gr.Error(f"Unknown model {choice!r}: choose one of {', '.join(MODELS)} or {COMPARE}.")
+    small, x = prepare(image)
+    outputs: list[Any] = [small.resize((VIEW_SIZE, VIEW_SIZE), Image.NEAREST)]
+    notes = []
+    for title, name in MODELS.items():
+        if choice not in (COMPARE, title):
+            outputs += [None, None]
+            continue
+        if choice == COMPARE:
+            try:
+                weights.resolve(name)
+            except weights.WeightsError as e:
+                notes.append(f"- **{title}**: {e}")
+                outputs += [None, None]
+                continue
+        outputs += list(predict_one(name, x, small))
+    return outputs + ["\n".join(notes)]
+
+
+def example_paths() -> list[str]:
+    return sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
+
+
+def build() -> None:
+    status = weights_status(*MODELS.values())
+    if status:
+        gr.Markdown(status)
+    gr.Markdown("Upload any photo: it is center-cropped and shrunk to the 32x32 pixels the CIFAR-10 models "
+                "were trained on (preview below). Each model shows its top-5 of the ten classes "
+                "(airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck) and where it looked: "
+                "Grad-CAM for the conv nets, attention rollout for the ViT.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = gr.Image(type="filepath", label="Image", image_mode=None, sources=["upload", "clipboard"])
+            choice = gr.Radio([COMPARE, *MODELS], value=COMPARE, label="Model")
+            run = gr.Button("Classify", variant="primary")
+            preview = gr.Image(label="What the model sees (32x32)", interactive=False, height=VIEW_SIZE)
+        with gr.Column(scale=3):
+            columns = []
+            with gr.Row():
+                for title in MODELS:
+                    with gr.Column(min_width=180):
+                        label = gr.Label(num_top_classes=5, label=title)
+                        heat = gr.Image(label=f"{title}: where it looked", interactive=False, height=VIEW_SIZE)
+                        columns += [label, heat]
+            notes = gr.Markdown()
+    outputs = [preview, *columns, notes]
+    examples = example_paths()
+    if examples:
+        gr.Examples([[p, COMPARE] for p in examples], [image, choice], label="Examples (drawn by this project)",
+                    fn=classify, outputs=outputs, cache_examples=False, api_name="classify_example")
+    run.click(classify, [image, choice], outputs, api_name="classify")
+    image.upload(classify, [image, choice], outputs, api_name="classify_upload")

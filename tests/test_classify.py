@@ -1,0 +1,278 @@
+"""CIFAR-10 classifiers: shapes, whitening, explanations, augmentation, export parity, CLI and the tab."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import weights
+from demos import classify as tab
+from models.classify import (CompactNet, CompactNetConfig, ResNet, ResNetConfig, ViT, ViTConfig,
+                             attention_rollout, grad_cam)
+from training.classify import Augmented, accuracy_report, export, predict, read_folder, run_exported
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPORT_ATOL = 1e-4  # max |logit difference| allowed between PyTorch and TorchScript / onnxruntime (fp32)
+
+
+def small(kind: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if kind == "compact":
+        return CompactNet(CompactNetConfig(widths=[8, 16, 16])).eval()
+    if kind == "resnet":
+        return ResNet(ResNetConfig(depth=18, width=8)).eval()
+    return ViT(ViTConfig(dim=32, depth=2, heads=4, mlp_ratio=2.0)).eval()
+
+
+def trained_like(model: torch.nn.Module) -> torch.nn.Module:
+    """Give BatchNorm non-trivial running statistics (and ResNet's zero-initialized BNs a scale), so that
+    tests of eval-mode behaviour exercise them."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            with torch.no_grad():
+                m.weight.fill_(1.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["compact", "resnet", "vit"])
+def test_logits_shape_and_batch_independence(kind):
+    model = trained_like(small(kind))
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        out = model(x)
+        assert out.shape == (3, 10) and torch.isfinite(out).all()
+        assert torch.allclose(model(x[:1]), out[:1], atol=1e-5)  # eval mode: no batch statistics
+    assert model.classes[0] == "airplane" and len(model.classes) == 10
+
+
+def test_resnet_depths_and_parameter_counts():
+    r18 = ResNet(ResNetConfig(depth=18))
+    r34 = ResNet(ResNetConfig(depth=34))
+    n18 = sum(p.numel() for p in r18.parameters())
+    n34 = sum(p.numel() for p in r34.parameters())
+    assert 11.0e6 < n18 < 11.4e6  # kuangliu's CIFAR ResNet-18: 11.17M
+    assert 21.0e6 < n34 < 21.5e6  # ResNet-34: 21.28M
+    with pytest.raises(ValueError):
+        ResNet(ResNetConfig(depth=50))
+
+
+def test_whitening_decorrelates_patches():
+    torch.manual_seed(0)
+    model = CompactNet(CompactNetConfig(widths=[8, 8, 8]))
+    base = torch.rand(64, 3, 8, 8)
+    images = torch.nn.functional.interpolate(base, size=32, mode="bilinear")  # strongly correlated pixels
+    model.init_whitening(images, eps=0.0)
+    with torch.no_grad():
+        out = model.whiten(model.normalize(images)) - model.whiten.bias.view(1, -1, 1, 1)
+    half = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
+    cov = torch.cov(half.T)
+    assert torch.allclose(cov, torch.eye(12), atol=0.05)
+    assert not model.whiten.weight.requires_grad
+
+
+@pytest.mark.parametrize("kind", ["compact", "resnet"])
+def test_grad_cam_shape_range_and_target(kind):
+    model = trained_like(small(kind))
+    x = torch.rand(1, 3, 32, 32)
+    cam, logits = grad_cam(model, x)
+    assert cam.shape == (32, 32) and logits.shape == (10,)
+    assert float(cam.min()) >= 0 and float(cam.max()) <= 1
+    cam3, _ = grad_cam(model, x, target=3)
+    assert cam3.shape == (32, 32)
+    assert all(p.grad is None for p in model.parameters())  # leaves the model clean
+
+
+def test_attention_rollout_shape_and_model_unchanged():
+    model = small("vit")
+    x = torch.rand(1, 3, 32, 32)
+    cam, logits = attention_rollout(model, x)
+    assert cam.shape == (32, 32) and float(cam.min()) >= 0 and float(cam.max()) <= 1
+    with torch.no_grad():
+        assert torch.allclose(logits, model(x)[0], atol=1e-5)  # explicit attention = the SDPA path
+    assert all(not b.attn.record and b.attn.last_attention is None for b in model.blocks)
+
+
+def test_augmentation_flips_and_translates_batchwise():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(64) % 10
+    flip_only = Augmented(images, labels, translate=0)
+    x, y = flip_only.collate(list(range(64)))
+    assert x.dtype == torch.uint8 and x.shape == (64, 3, 32, 32) and torch.equal(y, labels)
+    same = (x == images).flatten(1).all(1)
+    flipped = (x == images.flip(3)).flatten(1).all(1)
+    assert (same | flipped).all() and same.any() and flipped.any()
+    shifted = Augmented(images, labels, translate=2, flip=False)
+    x, _ = shifted.collate(list(range(64)))
+    # the center 28x28 of every output is the original shifted by at most 2 pixels
+    for i in range(8):
+        hits = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                if torch.equal(x[i, :, 2:30, 2:30], images[i, :, 2 + dy:30 + dy, 2 + dx:30 + dx])]
+        assert hits
+
+
+def test_predict_tta_and_accuracy_report():
+    model = trained_like(small("compact"))
+    images = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8)
+    for tta in (0, 1, 2):
+        assert predict(model, images, tta=tta, batch_size=7).shape == (20, 10)
+    logits = torch.eye(10)[[0, 1, 2, 2]]
+    report = accuracy_report(logits, torch.tensor([0, 1, 2, 3]), [str(i) for i in range(10)])
+    assert report["accuracy"] == 0.75 and report["per_class_accuracy"] == {"0": 1.0, "1": 1.0, "2": 1.0, "3": 0.0}
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("kind", ["compact", "resnet", "vit"])
+def test_export_matches_pytorch(tmp_path, kind, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    model = trained_like(small(kind))
+    path = export(model, tmp_path / ("m.onnx" if fmt == "onnx" else "m.pt"), fmt)
+    x = torch.rand(5, 3, 32, 32)  # a batch size other than the one traced with
+    with torch.no_grad():
+        expected = model(x)
+    assert (run_exported(path, x) - expected).abs().max() < EXPORT_ATOL
+
+
+def test_read_folder_any_size_and_mode(tmp_path):
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "ship").mkdir()
+    Image.new("RGB", (100, 60), (200, 10, 10)).save(tmp_path / "cat" / "a.jpg")
+    Image.new("L", (8, 8), 128).save(tmp_path / "cat" / "b.png")
+    Image.new("RGBA", (32, 32), (0, 0, 255, 128)).save(tmp_path / "ship" / "c.png")
+    (tmp_path / "ship" / "notes.txt").write_text("not an image")
+    images, labels = read_folder(tmp_path)
+    assert images.shape == (3, 3, 32, 32) and images.dtype == torch.uint8
+    assert labels.tolist() == [3, 3, 8]  # CIFAR-10 indices, not ImageFolder's alphabetical ones
+    (tmp_path / "zebra").mkdir()
+    with pytest.raises(ValueError, match="zebra"):
+        read_folder(tmp_path)
+
+
+def test_evaluate_and_export_cli(tmp_path):
+    model = trained_like(small("compact"))
+    weights.save(model, tmp_path / "w")
+    data = tmp_path / "data"
+    for c in ("frog", "truck"):
+        (data / c).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+                data / c / f"{i}.png")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "training.classify", *a], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=300)
+    r = run("evaluate", "--weights", str(tmp_path / "w"), "--data", str(data), "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["n"] == 4 and 0 <= out["accuracy"] <= 1 and set(out["per_class_accuracy"]) == {"frog", "truck"}
+    r = run("export", "--weights", str(tmp_path / "w"), "--format", "onnx", "--out", str(tmp_path / "m.onnx"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["max_abs_diff"] < EXPORT_ATOL
+    r = run("evaluate", "--weights", str(tmp_path / "missing"), "--data", str(data))
+    assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_weights_roundtrip_fp16(tmp_path):
+    model = trained_like(small("vit"))
+    weights.save(model, tmp_path)
+    loaded = ViT.from_pretrained(str(tmp_path)).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (loaded(x) - model(x)).abs().max() < 0.05
+
+
+# --------------------------------------------------------------------------- the tab
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "CMYK", "I;16", "LA", "1"])
+def test_prepare_any_mode(mode):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)).convert(
+        "RGB" if mode == "I;16" else mode)
+    if mode == "I;16":
+        image = Image.fromarray(np.random.default_rng(0).integers(0, 65535, (50, 70), dtype=np.uint16))
+    small_image, x = tab.prepare(image)
+    assert small_image.size == (32, 32) and small_image.mode == "RGB"
+    assert x.shape == (1, 3, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1
+
+
+def test_prepare_rejects_non_images(tmp_path):
+    bad = tmp_path / "not_an_image.png"
+    bad.write_bytes(b"this is text")
+    with pytest.raises(gr.Error):
+        tab.prepare(str(bad))
+    with pytest.raises(gr.Error):
+        tab.prepare(None)
+
+
+def test_examples_are_bundled():
+    paths = tab.example_paths()
+    assert len(paths) >= 4
+    modes = {Image.open(p).mode for p in paths}
+    assert len(modes) >= 3  # RGB plus others the tab must convert
+
+
+@pytest.fixture
+def random_zoo(tmp_path, monkeypatch):
+    """The registry pointed at tmp_path holding randomly initialized compact and ViT models (no ResNet)."""
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(weights, "_cache", {})
+    monkeypatch.delenv(weights.HUB_ORG_ENV, raising=False)
+    weights.save(trained_like(small("compact")), tmp_path / "compact-cifar10")
+    weights.save(small("vit"), tmp_path / "vit-cifar10")
+    return tmp_path
+
+
+def test_tab_compare_all_skips_missing_models(random_zoo):
+    out = tab.classify(tab.example_paths()[0], tab.COMPARE)
+    preview, compact_label, compact_heat, resnet_label, resnet_heat, vit_label, vit_heat, notes = out
+    assert preview.size == (tab.VIEW_SIZE, tab.VIEW_SIZE)
+    for label, heat in ((compact_label, compact_heat), (vit_label, vit_heat)):
+        assert len(label) == 5 and abs(sum(label.values()) - 1) < 1 and heat.size == (tab.VIEW_SIZE,) * 2
+    assert resnet_label is None and resnet_heat is None
+    assert "ResNet-18" in notes and "python -m training.classify" in notes
+
+
+def test_tab_single_model(random_zoo):
+    out = tab.classify(tab.example_paths()[1], "Compact net")
+    assert out[1] is not None and out[3] is None and out[5] is None
+    with pytest.raises(gr.Error, match="Not trained yet"):
+        tab.classify(tab.example_paths()[1], "ResNet-18")
+    with pytest.raises(gr.Error):
+        tab.classify(tab.example_paths()[1], "AlexNet")
+
+
+def test_tab_corrupt_weights_is_a_clear_error(random_zoo):
+    (random_zoo / "compact-cifar10" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(gr.Error, match="could not load"):
+        tab.classify(tab.example_paths()[0], "Compact net")
+
+
+@pytest.mark.skipif(not weights.available("compact-cifar10"), reason="compact-cifar10 weights not shipped")
+def test_shipped_compact_weights_classify_examples():
+    monkey = weights._cache.copy()
+    try:
+        labels = {Path(p).stem: tab.classify(p, "Compact net")[1] for p in tab.example_paths()}
+    finally:
+        weights._cache.clear()
+        weights._cache.update(monkey)
+    for label in labels.values():
+        assert len(label) == 5 and all(0 <= v <= 1 for v in label.values())
+    card = weights.card_metrics("compact-cifar10")
+    assert card["accuracy"] > 0.8
+
+
+@pytest.mark.skipif(not weights.available("compact-cifar10")
+                    or not (ROOT.parent / "shared" / "datasets" / "cifar10-jpg" / "test").is_dir(),
+                    reason="needs the shipped compact weights and the CIFAR-10 test folder")
+def test_shipped_compact_accuracy_matches_card():
+    from training.classify import load_split
+    images, labels = load_split("test")
+    model = weights.load("compact-cifar10").to(memory_format=torch.channels_last)
+    tta = 2
+    acc = accuracy_report(predict(model, images, tta=tta), labels, model.classes)["accuracy"]
+    assert abs(acc - weights.card_metrics("compact-cifar10")["accuracy"]) < 0.003  # fp16-stored weights
