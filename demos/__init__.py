@@ -5,4 +5,5 @@ TABS: list[str] = [
     "about",
     "textgen",
     "recommend",
+    "classify",
 ]

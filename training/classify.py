@@ -378,6 +378,33 @@ def export(model: nn.Module, path: str | Path, fmt: str) -> Path:
     return path
 
 
+def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: torch.Tensor | None = None) -> Path:
+    """int8 ONNX model: static QDQ quantization (per-channel weights, activations calibrated on
+    ``calibration``, float images) when calibration images are given, else dynamic (weights only)."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    out_path = Path(out_path)
+    pre = out_path.with_name(out_path.stem + ".pre.onnx")
+    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+    try:
+        if calibration is None:
+            quantize_dynamic(str(pre), str(out_path), weight_type=QuantType.QInt8)
+        else:
+            class Reader(CalibrationDataReader):
+                def __init__(self) -> None:
+                    self.batches = iter([{"image": b.numpy()} for b in calibration.split(32)])
+
+                def get_next(self):
+                    return next(self.batches, None)
+
+            quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        pre.unlink(missing_ok=True)
+    return out_path
+
+
 def run_exported(path: str | Path, x: torch.Tensor) -> torch.Tensor:
     """Logits of an exported file (``.pt`` TorchScript or ``.onnx`` via onnxruntime) for float images."""
     path = Path(path)
@@ -392,12 +419,29 @@ def run_exported(path: str | Path, x: torch.Tensor) -> torch.Tensor:
 def export_command(args: argparse.Namespace) -> None:
     model = load_folder(args.weights)
     suffix = ".onnx" if args.format == "onnx" else ".pt"
-    path = Path(args.out) if args.out else Path(args.weights) / f"model{suffix}"
+    path = Path(args.out) if args.out else CHECKPOINTS / "exports" / Path(args.weights).name / f"model{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
     export(model, path, args.format)
     x = torch.rand(8, 3, 32, 32)
     with torch.no_grad():
-        diff = float((run_exported(path, x) - model(x)).abs().max())
-    print_json({"file": str(path), "format": args.format, "max_abs_diff": diff})
+        reference = model(x)
+    result = {"file": str(path), "format": args.format,
+              "max_abs_diff": float((run_exported(path, x) - reference).abs().max())}
+    if args.int8:
+        if args.format != "onnx":
+            fail("--int8 needs --format onnx")
+        calibration = None
+        if not isinstance(model, ViT):  # conv nets: static quantization calibrated on training images
+            try:
+                images, _ = load_split("train", args.data)
+            except (OSError, ValueError) as e:
+                fail(f"calibration images: {e}")
+            pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:512]
+            calibration = images[pick].float() / 255
+        q = quantize_onnx(path, path.with_name(path.stem + ".int8.onnx"), calibration)
+        agree = float((run_exported(q, x).argmax(1) == reference.argmax(1)).float().mean())
+        result.update({"int8_file": str(q), "int8_top1_agreement_random_inputs": agree})
+    print_json(result)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -434,7 +478,9 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 def add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True)
     p.add_argument("--format", choices=["torchscript", "onnx"], default="onnx")
-    p.add_argument("--out", default=None, help="file (default: <weights>/model.onnx or model.pt)")
+    p.add_argument("--out", default=None, help="file (default: checkpoints/exports/<weights name>/model.onnx or .pt)")
+    p.add_argument("--int8", action="store_true", help="also write an int8-quantized ONNX model (*.int8.onnx)")
+    p.add_argument("--data", default=str(default_data("cifar10-jpg")), help="CIFAR-10 root for calibration")
 
 
 def main() -> None:

@@ -1,0 +1,113 @@
+"""Classifier speed on the CPU: single-image latency and batch-64 throughput, PyTorch fp32 vs int8 vs
+ONNX Runtime (fp32 and int8), and the int8 models' accuracy cost on the CIFAR-10 test set.
+
+    python -m bench.classify [--repeats 5] [--threads 1] [--models compact resnet18 vit]
+
+Uses the shipped weights when present, else a randomly initialized model of the same size (speed does not
+depend on the weights; accuracies are reported only for shipped weights and when the test set is present).
+int8: PyTorch dynamic quantization (Linear layers only, so it helps the ViT), ONNX Runtime static QDQ
+quantization calibrated on 512 training images for the conv nets, dynamic for the ViT.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import weights
+from bench.common import timeit
+from training.classify import (WEIGHT_NAMES, accuracy_report, build_model, export, load_split, predict,
+                               quantize_onnx, run_exported)
+
+
+def load(kind: str) -> tuple[nn.Module, bool]:
+    try:
+        return weights.load(WEIGHT_NAMES[kind]), True
+    except weights.WeightsError:
+        torch.manual_seed(0)
+        return build_model(kind).eval(), False
+
+
+def ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def ort_predict(session, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    return torch.cat([torch.from_numpy(session.run(None, {"image": (c.float() / 255).numpy()})[0])
+                      for c in images.split(batch_size)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--models", nargs="+", default=["compact", "resnet18", "vit"])
+    parser.add_argument("--no-accuracy", action="store_true", help="skip the test-set accuracy of int8")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    test = None
+    if not args.no_accuracy:
+        try:
+            test = load_split("test")
+        except Exception:
+            test = None
+    calib = None
+    try:
+        train_images, _ = load_split("train")
+        calib = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[:512]]
+        calib = calib.float() / 255
+    except Exception:
+        calib = torch.rand(512, 3, 32, 32)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats} (ms)")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in args.models:
+            model, shipped = load(kind)
+            n_params = sum(p.numel() for p in model.parameters()) / 1e6
+            variants = {"torch fp32": model.to(memory_format=torch.channels_last)}
+            if kind == "vit":
+                variants["torch int8 (dynamic)"] = torch.ao.quantization.quantize_dynamic(
+                    model, {nn.Linear}, dtype=torch.qint8)
+            fp32 = export(model, Path(tmp) / f"{kind}.onnx", "onnx")
+            int8 = quantize_onnx(fp32, Path(tmp) / f"{kind}.int8.onnx", None if kind == "vit" else calib)
+            sessions = {"onnx fp32": ort_session(fp32, args.threads), "onnx int8": ort_session(int8, args.threads)}
+            for batch in (1, 64):
+                x = torch.rand(batch, 3, 32, 32)
+                for name, m in variants.items():
+                    xx = x.contiguous(memory_format=torch.channels_last)
+                    with torch.no_grad():
+                        t = timeit(lambda: m(xx), args.repeats)["median_ms"]
+                    rows.append((kind, name, batch, t))
+                for name, s in sessions.items():
+                    xn = x.numpy()
+                    t = timeit(lambda: s.run(None, {"image": xn}), args.repeats)["median_ms"]
+                    rows.append((kind, name, batch, t))
+            accuracy = {}
+            if shipped and test is not None:
+                images, labels = test
+                accuracy["torch fp32"] = accuracy_report(predict(model, images), labels, model.classes)["accuracy"]
+                for name, s in sessions.items():
+                    accuracy[name] = accuracy_report(ort_predict(s, images), labels, model.classes)["accuracy"]
+                if "torch int8 (dynamic)" in variants:
+                    accuracy["torch int8 (dynamic)"] = accuracy_report(
+                        predict(variants["torch int8 (dynamic)"], images), labels, model.classes)["accuracy"]
+            print(f"\n{kind} ({'shipped weights' if shipped else 'random init'}, {n_params:.2f}M parameters)")
+            print(f"{'variant':22s} {'1 image ms':>11s} {'batch-64 img/s':>15s} {'test acc (no TTA)':>18s}")
+            for name in [*variants, *sessions]:
+                one = next(t for k, n, b, t in rows if k == kind and n == name and b == 1)
+                many = next(t for k, n, b, t in rows if k == kind and n == name and b == 64)
+                acc = f"{accuracy[name]:.4f}" if name in accuracy else "-"
+                print(f"{name:22s} {one:11.2f} {64 / many * 1000:15.0f} {acc:>18s}")
+    print(json.dumps([{"model": k, "variant": n, "batch": b, "median_ms": round(t, 3)} for k, n, b, t in rows]))
+
+
+if __name__ == "__main__":
+    main()
