@@ -421,6 +421,11 @@ def run_exported(path: str | Path, x: torch.Tensor) -> torch.Tensor:
 
 def export_command(args: argparse.Namespace) -> None:
     model = load_folder(args.weights)
+    if args.format == "onnx":
+        import importlib.util
+        missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+        if missing:
+            fail(f"ONNX export needs {' and '.join(missing)}: pip install {' '.join(missing)}")
     suffix = ".onnx" if args.format == "onnx" else ".pt"
     path = Path(args.out) if args.out else CHECKPOINTS / "exports" / Path(args.weights).name / f"model{suffix}"
     path.parent.mkdir(parents=True, exist_ok=True)
