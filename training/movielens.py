@@ -7,6 +7,7 @@ Ids are turned 0-based (user 1 -> 0, movie 1 -> 0).
 from __future__ import annotations
 
 import io
+import re
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -85,8 +86,9 @@ def load_movies(root: str | Path) -> Movies:
             continue
         f = line.split("|")
         titles.append(f[1])
-        date = f[2].strip()
-        years.append(int(date[-4:]) if date[-4:].isdigit() else 0)
+        date = f[2].strip()  # the release date, sometimes a re-release: prefer the title's "(1983)"
+        match = re.search(r"\((\d{4})\)\s*$", f[1])
+        years.append(int(match.group(1)) if match else int(date[-4:]) if date[-4:].isdigit() else 0)
         genres.append([g for g, flag in zip(GENRES, f[5:24]) if flag == "1"])
     return Movies(titles, years, genres)
 

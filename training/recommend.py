@@ -29,7 +29,7 @@ import torch.nn.functional as F
 import weights
 from models.recsys import BiasedMF, BPRMF, RecConfig
 from training import movielens as ml
-from training.common import CHECKPOINTS, cli, fail, print_json
+from training.common import CHECKPOINTS, ROOT, cli, fail, print_json
 from training.loop import TrainConfig, fit
 from training.rank_metrics import ranking_metrics
 
@@ -336,10 +336,18 @@ def main() -> None:
         desc, metrics, extra = card_text(recipe, result, command)
         weights.write_card(out, name, description=desc, metrics=metrics, dataset="movielens-100k",
                            dataset_name="MovieLens-100K", task_type="recommendation",
-                           command=f"{command}\npython -m training.recommend evaluate --weights {out.as_posix()}",
+                           command=f"{command}\npython -m training.recommend evaluate --weights {_shown(out)}",
                            extra=extra, license="mit", tags=["recommender", "movielens"])
         print_json(result)
     print(f"wrote {out} in {(time.time() - start) / 60:.1f} min", flush=True)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository root when it is inside it (for the card's commands)."""
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def train_validation(args: argparse.Namespace, root: Path) -> None:
