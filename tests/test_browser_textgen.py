@@ -1,0 +1,28 @@
+"""The text-generation tab in a real browser: text streams into the output box, and scoring works."""
+from pathlib import Path
+
+import pytest
+
+import weights
+
+pytestmark = pytest.mark.skipif(not weights.available("gpt-shakespeare"), reason="GPT weights not trained yet")
+
+
+def test_generation_streams_in_the_browser(page, open_tab):
+    panel = open_tab("textgen")
+    panel.get_by_label("Prompt").fill("ROMEO:\n")
+    panel.get_by_label("New characters").fill("600")  # the slider's number box
+    panel.get_by_label("New characters").press("Enter")
+    panel.get_by_role("button", name="Generate").click()
+    output = panel.get_by_label("Generated text")
+    # Streaming: the box shows the prompt plus *some* text before generation is finished ...
+    page.wait_for_function("el => el.value.length > 20", arg=output.element_handle(), timeout=60_000)
+    first = len(output.input_value())
+    page.wait_for_function("el => el.value.length >= 7 + 600", arg=output.element_handle(), timeout=120_000)
+    final = output.input_value()
+    assert first < len(final) and final.startswith("ROMEO:\n")
+    page.screenshot(path=str(Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "textgen.png"), full_page=True)
+
+    panel.get_by_role("button", name="Score text").click()
+    page.wait_for_selector("text=Perplexity", timeout=60_000)
+    assert "bits per character" in panel.inner_text()
