@@ -60,6 +60,8 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in [
               "CNN + Transformer captioner on Flickr8k"),
     ModelSpec("vae-fashion", "models.generative:VAE", "vae", "", "Convolutional VAE on Fashion-MNIST"),
     ModelSpec("gan-fashion", "models.generative:DCGAN", "gan", "", "DCGAN on Fashion-MNIST"),
+    ModelSpec("beta-vae-fashion", "models.generative:VAE", "vae", "--beta 4 --latent-dim 2",
+              "beta-VAE (beta=4, 2-d latent) on Fashion-MNIST"),
     ModelSpec("evalnet-fashion", "models.evalnet:EvalNet", "gen_eval", "--dataset fashion",
               "Evaluation classifier for generated Fashion-MNIST images"),
     ModelSpec("evalnet-cifar10", "models.evalnet:EvalNet", "gen_eval", "--dataset cifar10",
