@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageOps
 
 import weights
-from demos.common import load_model, to_rgb, weights_status
+from demos.common import ImageInput, load_model, to_rgb, weights_status
 from models.classify import explain
 
 TITLE = "Classification"
@@ -91,7 +91,7 @@ def build() -> None:
                 "Grad-CAM for the conv nets, attention rollout for the ViT.")
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(type="filepath", label="Image", image_mode=None, sources=["upload", "clipboard"])
+            image = ImageInput(type="filepath", label="Image", image_mode=None, sources=["upload", "clipboard"])
             choice = gr.Radio([COMPARE, *MODELS], value=COMPARE, label="Model")
             run = gr.Button("Classify", variant="primary")
             preview = gr.Image(label="What the model sees (32x32)", interactive=False, height=VIEW_SIZE)

@@ -8,8 +8,10 @@ from PIL import Image, ImageOps
 
 import weights
 
-# Refuse decompression bombs early: 40 megapixels is far above any photo a demo needs.
-Image.MAX_IMAGE_PIXELS = 40_000_000
+# Refuse decompression bombs early: 40 megapixels is far above any photo a demo needs. PIL itself only
+# warns up to twice this and raises above it, so ``check_pixels`` enforces the limit itself.
+MAX_IMAGE_PIXELS = 40_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 
 def load_model(name: str) -> Any:
@@ -31,6 +33,36 @@ def weights_status(*names: str) -> str:
     return ("**Some models of this tab are unavailable:**\n" + "\n".join(lines)) if lines else ""
 
 
+def too_many_pixels(what: str = "The image has too many pixels") -> gr.Error:
+    return gr.Error(f"{what}; the limit is {MAX_IMAGE_PIXELS // 1_000_000} megapixels. Please upload a "
+                    "smaller image.")
+
+
+def check_pixels(width: int, height: int) -> None:
+    """Refuse an image over ``MAX_IMAGE_PIXELS`` (checked from the header, before decoding)."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise too_many_pixels(f"The image is {width}x{height} pixels")
+
+
+class ImageInput(gr.Image):
+    """``gr.Image`` whose unreadable uploads (corrupt, truncated, empty, not an image, too many pixels) are
+    a clear ``gr.Error``; plain ``gr.Image`` answers them with Gradio's internal "Could not preprocess
+    input component" message, which names a server path."""
+
+    is_template = True  # rendered by the frontend as a plain Image
+
+    def preprocess(self, payload: Any) -> Any:
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except Image.DecompressionBombError:
+            raise too_many_pixels() from None
+        except Exception as e:
+            raise gr.Error(f"Could not read the image ({type(e).__name__}): please upload a PNG, JPEG, WebP, "
+                           "GIF or BMP file.") from None
+
+
 def to_rgb(image: Any) -> Image.Image:
     """Any PIL image (RGBA, LA, P, CMYK, I;16, F, animated, EXIF-rotated) as an RGB image."""
     if image is None:
@@ -38,8 +70,11 @@ def to_rgb(image: Any) -> Image.Image:
     if not isinstance(image, Image.Image):
         try:
             image = Image.open(image)
+        except Image.DecompressionBombError:
+            raise too_many_pixels() from None
         except Exception as e:  # a path to something that is not an image
             raise gr.Error(f"Could not read the image: {type(e).__name__}") from None
+    check_pixels(*image.size)
     try:
         image.seek(0)  # first frame of an animation
         image = ImageOps.exif_transpose(image)
