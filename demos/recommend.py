@@ -69,8 +69,18 @@ def _table(rows: Any) -> list[list[Any]]:
     return [list(r) for r in rows]
 
 
+def _picked(selected: Any) -> list[Any]:
+    """The multiselect value as a list (an API client may send a bare value such as ``true``)."""
+    if selected is None:
+        return []
+    if not isinstance(selected, (list, tuple)):
+        raise gr.Error("The picked movies must be a list of movie ids.")
+    return list(selected)
+
+
 def ratings_table(selected: Optional[list[int]], current: Any = None) -> list[list[Any]]:
     """Rows [movie, rating] for the picked movies, keeping ratings already typed in."""
+    selected = _picked(selected)
     s = service()
     kept = {str(r[0]): r[1] for r in _table(current) if len(r) >= 2}
     rows = []
@@ -113,6 +123,7 @@ def _k(k: Any) -> int:
 def recommend_visitor(selected: Optional[list[int]], table: Any, model: str = "bpr", k: Any = 10,
                       request: Optional[gr.Request] = None) -> list[list[Any]]:
     """Top-k for a new visitor from the movies they picked and the ratings they gave."""
+    selected = _picked(selected)
     if not selected:
         raise gr.Error("Pick at least one movie you have seen.")
     s = service()
