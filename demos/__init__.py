@@ -6,4 +6,5 @@ TABS: list[str] = [
     "textgen",
     "recommend",
     "classify",
+    "generative",
 ]

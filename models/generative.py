@@ -159,8 +159,14 @@ class Generator(nn.Module):
             nn.Conv2d(w // 2, 1, 3, 1, 1))
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.generate(z, self.embed(y) if self.embed is not None else None)
+
+    def generate(self, z: torch.Tensor, class_embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """Images from noise and an explicit class embedding (so two classes can be blended)."""
         if self.embed is not None:
-            z = torch.cat([z, self.embed(y)], dim=-1)
+            if class_embedding is None:
+                raise ValueError("this generator is class-conditional: give class labels or embeddings")
+            z = torch.cat([z, class_embedding], dim=-1)
         return torch.sigmoid(self.net(self.fc(z)))
 
 
