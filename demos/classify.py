@@ -109,5 +109,9 @@ def build() -> None:
     if examples:
         gr.Examples([[p, COMPARE] for p in examples], [image, choice], label="Examples (drawn by this project)",
                     fn=classify, outputs=outputs, cache_examples=False, api_name="classify_example")
-    run.click(classify, [image, choice], outputs, api_name="classify")
-    image.upload(classify, [image, choice], outputs, api_name="classify_upload")
+    # One queue group for both events: at most 2 classifications at once (3 models each), so a burst of
+    # uploads neither starves the other tabs' groups nor oversubscribes the CPU.
+    run.click(classify, [image, choice], outputs, api_name="classify", concurrency_limit=2,
+              concurrency_id="classify")
+    image.upload(classify, [image, choice], outputs, api_name="classify_upload", concurrency_limit=2,
+                 concurrency_id="classify")

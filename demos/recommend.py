@@ -20,6 +20,8 @@ MODEL_CHOICES = [("Ranking (BPR-MF): what you are likely to watch", "bpr"),
                  ("Predicted rating (biased MF): what you would rate highest", "mf")]
 RESULT_HEADERS = ["#", "movie", "genres", "score", "because you liked"]
 DEFAULT_RATING = 4
+# Every event of this tab takes milliseconds: one queue group of 4 workers, separate from slow tabs.
+QUEUE = {"concurrency_limit": 4, "concurrency_id": "recommend"}
 
 _service: Optional[Recommender] = None
 _service_lock = threading.Lock()
@@ -230,8 +232,8 @@ def build() -> None:
         go = gr.Button("Recommend", variant="primary")
         visitor_out = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True,
                                    label="Recommended for you")
-        picked.change(ratings_table, [picked, table], table, api_name="recommend_rating_rows")
-        go.click(recommend_visitor, [picked, table, model, k], visitor_out, api_name="recommend_visitor")
+        picked.change(ratings_table, [picked, table], table, api_name="recommend_rating_rows", **QUEUE)
+        go.click(recommend_visitor, [picked, table, model, k], visitor_out, api_name="recommend_visitor", **QUEUE)
     with gr.Tab("MovieLens user"):
         with gr.Row():
             user = gr.Number(value=1, precision=0, minimum=1, maximum=943, label="User id (1-943)")
@@ -243,10 +245,10 @@ def build() -> None:
         history = gr.Dataframe(headers=["movie", "genres", "rating"], interactive=False, wrap=True,
                                label="History")
         user_out = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True, label="Recommended")
-        history_btn.click(user_history, user, [note, history], api_name="recommend_user_history")
-        rec_btn.click(recommend_user, [user, model, k, filter_seen], user_out, api_name="recommend_user")
+        history_btn.click(user_history, user, [note, history], api_name="recommend_user_history", **QUEUE)
+        rec_btn.click(recommend_user, [user, model, k, filter_seen], user_out, api_name="recommend_user", **QUEUE)
     with gr.Tab("Similar movies"):
         movie = gr.Dropdown(choices, filterable=True, label="Movie")
         sim_btn = gr.Button("Find similar")
         sim_out = gr.Dataframe(headers=["#", "movie", "genres", "similarity"], interactive=False, wrap=True)
-        sim_btn.click(similar_movies, [movie, k], sim_out, api_name="recommend_similar")
+        sim_btn.click(similar_movies, [movie, k], sim_out, api_name="recommend_similar", **QUEUE)
