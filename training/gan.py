@@ -63,6 +63,23 @@ def train(args: argparse.Namespace) -> None:
         images, labels = images[:args.limit], labels[:args.limit]
     if len(images) < args.batch_size:
         fail(f"{len(images)} training images are fewer than one batch ({args.batch_size})")
+    model, history, step = run(args, images, labels)
+    n_params = sum(p.numel() for p in model.parameters())
+    folder = Path(args.weights_out) if args.weights_out else weights.local_dir(NAME)
+    weights.save(model, folder)
+    metrics = evaluate_model(model, args.data)
+    print_json(metrics)
+    write_gan_card(folder, model, metrics, history, step, len(images), n_params, args)
+    print(f"wrote {folder}", flush=True)
+    if args.push_to_hub:
+        print(push_to_hub(folder, args.push_to_hub))
+
+
+def run(args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor
+        ) -> tuple[DCGAN, list[dict[str, float]], int]:
+    """The adversarial training loop on uint8 images (N, 1, 28, 28): resumes from ``args.out``'s checkpoint,
+    stops at ``args.steps`` or after ``args.max_minutes``; returns the model with the EMA generator loaded,
+    the per-checkpoint history and the steps done."""
     seed_everything(args.seed)
     config = DCGANConfig(noise_dim=args.noise_dim, num_classes=0 if args.unconditional else 10,
                          g_width=args.g_width, d_width=args.d_width)
@@ -142,15 +159,7 @@ def train(args: argparse.Namespace) -> None:
     bar.close()
 
     model.generator.load_state_dict(ema.state_dict())
-    model.eval()
-    folder = Path(args.weights_out) if args.weights_out else weights.local_dir(NAME)
-    weights.save(model, folder)
-    metrics = evaluate_model(model, args.data)
-    print_json(metrics)
-    write_gan_card(folder, model, metrics, history, step, len(images), n_params, args)
-    print(f"wrote {folder}", flush=True)
-    if args.push_to_hub:
-        print(push_to_hub(folder, args.push_to_hub))
+    return model.eval(), history, step
 
 
 def write_gan_card(folder: Path, model: DCGAN, metrics: dict[str, Any], history: list[dict[str, float]], step: int,
