@@ -53,6 +53,9 @@ class ImageInput(gr.Image):
 
     def preprocess(self, payload: Any) -> Any:
         try:
+            if getattr(payload, "path", None):  # the pixel limit from the header, before any decoding
+                with Image.open(payload.path) as header:
+                    check_pixels(*header.size)
             return super().preprocess(payload)
         except gr.Error:
             raise
