@@ -88,9 +88,28 @@ def choices_of(param: dict[str, Any]) -> list[Any]:
     return t.get("enum") or t.get("items", {}).get("enum") or []
 
 
-def value_cases(param: dict[str, Any], images: dict[str, dict]) -> list[tuple[str, Any]]:
+def has_file(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "path" in value or "url" in value or any(has_file(v) for v in value.values())
+    return isinstance(value, list) and any(has_file(v) for v in value)
+
+
+def with_file(value: Any, file: dict[str, Any]) -> Any:
+    """``value`` with every file reference in it replaced by ``file`` (e.g. an ImageEditor's layers)."""
+    if isinstance(value, dict) and ("path" in value or "url" in value):
+        return file
+    if isinstance(value, dict):
+        return {k: with_file(v, file) for k, v in value.items()}
+    if isinstance(value, list):
+        return [with_file(v, file) for v in value]
+    return value
+
+
+def value_cases(param: dict[str, Any], base: Any, images: dict[str, dict]) -> list[tuple[str, Any]]:
     """(name, value) hostile values of the right JSON type for one parameter."""
     component = param["component"].lower()
+    if component != "image" and has_file(base):  # an image editor, a sketchpad...: each file in every slot
+        return [(name, with_file(base, image)) for name, image in images.items()]
     if component in ("textbox", "code", "markdown", "html"):
         values = fz.text_values()
     elif component in ("slider", "number"):
@@ -110,21 +129,24 @@ def value_cases(param: dict[str, Any], images: dict[str, dict]) -> list[tuple[st
     return [(_short(v), v) for v in values]
 
 
-def type_cases(param: dict[str, Any]) -> list[tuple[str, Any]]:
-    """(name, value) values of the wrong JSON type or shape for one parameter."""
+def type_cases(param: dict[str, Any], base: Any) -> list[tuple[str, Any]]:
+    """(name, value) values of the wrong JSON type or shape for one parameter; for a file input, also file
+    references the client did not upload (a path outside the app, ../ traversal, data and http URLs)."""
     component = param["component"].lower()
     extra = {"slider": fz.number_type_values(), "number": fz.number_type_values(),
              "dataframe": fz.dataframe_type_values()}.get(component, [])
     cases = [(_short(v), v) for v in fz.WRONG_TYPES + extra]
-    if component in ("image", "file", "audio", "video", "model3d", "gallery"):
+    if component in ("image", "file", "audio", "video", "model3d", "gallery") or has_file(base):
         meta = {"_type": "gradio.FileData"}
-        cases += [("FileData /etc/passwd", {"path": "/etc/passwd", "meta": meta}),
-                  ("FileData ../ traversal", {"path": "../../../../../../etc/passwd", "meta": meta}),
-                  ("FileData app.py", {"path": str(Path(__file__).resolve().parent.parent / "app.py"),
-                                        "meta": meta}),
-                  ("FileData corrupt data: URL", {"path": None, "url": "data:image/png;base64,AAAA", "meta": meta}),
-                  ("FileData unreachable URL", {"path": None, "url": "http://127.0.0.1:9/x.png", "meta": meta}),
-                  ("FileData no path", {"meta": meta})]
+        app_py = str(Path(__file__).resolve().parent.parent / "app.py")
+        files = [("FileData /etc/passwd", {"path": "/etc/passwd", "meta": meta}),
+                 ("FileData ../ traversal", {"path": "../../../../../../etc/passwd", "meta": meta}),
+                 ("FileData app.py", {"path": app_py, "meta": meta}),
+                 ("FileData corrupt data: URL", {"path": None, "url": "data:image/png;base64,AAAA", "meta": meta}),
+                 ("FileData unreachable URL", {"path": None, "url": "http://127.0.0.1:9/x.png", "meta": meta}),
+                 ("FileData no path", {"meta": meta})]
+        nested = component != "image" and has_file(base)  # e.g. the layers of an image editor
+        cases += [(name, with_file(base, f) if nested else f) for name, f in files]
     return cases
 
 
@@ -134,14 +156,15 @@ def _short(v: Any) -> str:
 
 
 def base_args(param: dict[str, Any], normal_image: dict[str, Any]) -> Any:
-    """A valid value: the default, a slider's minimum (fewest tokens/steps: cheap calls), a small PNG."""
+    """A valid value: the default, a slider's minimum (fewest tokens/steps: cheap calls), a small PNG (also
+    in place of the URLs of gradio's example inputs: the test never leaves 127.0.0.1)."""
     if param["component"].lower() == "image":
         return normal_image
     if param["component"].lower() == "slider" and param.get("example_input") is not None:
         return param["example_input"]
     if param.get("parameter_has_default") and param["parameter_default"] not in (None, [], ""):
-        return param["parameter_default"]
-    return param.get("example_input")  # e.g. one picked movie instead of an empty multiselect
+        return with_file(param["parameter_default"], normal_image)
+    return with_file(param.get("example_input"), normal_image)  # e.g. one movie, not an empty multiselect
 
 
 def cases_for(params: list[dict], base: list[Any], images: dict[str, dict]
@@ -153,7 +176,7 @@ def cases_for(params: list[dict], base: list[Any], images: dict[str, dict]
     if base:
         yield "type", "missing last argument", base[:-1]
     for i, param in enumerate(params):
-        for kind, cases in (("value", value_cases(param, images)), ("type", type_cases(param))):
+        for kind, cases in (("value", value_cases(param, base[i], images)), ("type", type_cases(param, base[i]))):
             for name, value in cases:
                 yield kind, f"{param['parameter_name']}={name}", [*base[:i], value, *base[i + 1:]]
 
