@@ -1,0 +1,235 @@
+"""Diffusion: the math of the schedules and samplers against closed forms, the U-Net, the trainer's
+pieces, and the tab's functions (without a browser)."""
+import math
+
+import pytest
+import torch
+
+import weights
+from models.diffusion import UNet, UNetConfig, timestep_embedding
+from models.schedulers import (DDIMScheduler, DDPMScheduler, NoiseSchedule, guided_eps, make_betas, make_scheduler,
+                               sample, sample_steps)
+
+TINY = dict(image_size=8, in_channels=1, base_channels=8, channel_mults=[1, 2], attn_resolutions=[4],
+            attn_heads=2, num_classes=3, dropout=0.0, num_train_timesteps=50)
+
+
+# --------------------------------------------------------------------------- schedules
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_betas_are_valid_and_abar_decreases(kind):
+    betas = make_betas(kind, 1000)
+    assert betas.shape == (1000,) and (betas > 0).all() and (betas < 1).all()
+    abar = torch.cumprod(1 - betas, 0)
+    assert (abar[1:] < abar[:-1]).all()
+    assert abar[0] > 0.999 and abar[-1] < 1e-3  # starts near the data, ends near pure noise
+
+
+def test_linear_schedule_endpoints_and_cosine_formula():
+    b = make_betas("linear", 1000)
+    assert float(b[0]) == pytest.approx(1e-4) and float(b[-1]) == pytest.approx(0.02)
+    abar = torch.cumprod(1 - make_betas("cosine", 1000), 0)
+    f = lambda t: math.cos((t / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2
+    for t in (0, 100, 500, 900):  # abar_t = f(t+1) / f(0), away from the 0.999 clip at the end
+        assert float(abar[t]) == pytest.approx(f(t + 1) / f(0), rel=1e-9)
+    with pytest.raises(ValueError):
+        make_betas("quadratic", 10)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_forward_process_statistics(kind):
+    s = NoiseSchedule(1000, kind)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.full((200_000,), 0.7)
+    for t in (0, 250, 999):
+        xt = s.add_noise(x0, torch.randn(x0.shape, generator=g), torch.full(x0.shape, t))
+        a = float(s.alphas_cumprod[t])
+        assert float(xt.mean()) == pytest.approx(math.sqrt(a) * 0.7, abs=0.01)
+        assert float(xt.var()) == pytest.approx(1 - a, abs=0.01 + 0.02 * (1 - a))
+
+
+def test_predict_x0_inverts_add_noise():
+    s = NoiseSchedule(1000, "cosine", clip_sample=False)
+    x0, noise = torch.rand(4, 1, 5, 5) * 2 - 1, torch.randn(4, 1, 5, 5)
+    t = torch.tensor([0, 10, 500, 990])
+    xt = s.add_noise(x0, noise, t)
+    for i in range(4):
+        assert torch.allclose(s.predict_x0(xt[i:i + 1], noise[i:i + 1], int(t[i])), x0[i:i + 1], atol=1e-3)
+
+
+def _posterior_by_conditioning(abar_t, abar_prev, x0, xt):
+    """q(x_prev | x_t, x_0) from Bayes: prior N(sqrt(abar_prev) x0, 1 - abar_prev), likelihood
+    x_t | x_prev ~ N(sqrt(alpha) x_prev, 1 - alpha) with alpha = abar_t / abar_prev."""
+    alpha = abar_t / abar_prev
+    precision = 1 / (1 - abar_prev) + alpha / (1 - alpha)
+    var = 1 / precision
+    mean = var * (math.sqrt(abar_prev) * x0 / (1 - abar_prev) + math.sqrt(alpha) * xt / (1 - alpha))
+    return mean, var
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+@pytest.mark.parametrize("t,t_prev", [(1, 0), (500, 499), (999, 998), (999, 979), (40, 20)])
+def test_ddpm_posterior_matches_closed_form(kind, t, t_prev):
+    s = DDPMScheduler(1000, kind)
+    x0, xt = torch.tensor([0.3, -0.8], dtype=torch.float64), torch.tensor([1.2, 0.1], dtype=torch.float64)
+    mean, var = s.posterior(x0, xt, t, t_prev)
+    a_t, a_prev = float(s.alphas_cumprod[t]), float(s.alphas_cumprod[t_prev])
+    want_mean, want_var = _posterior_by_conditioning(a_t, a_prev, x0, xt)
+    assert torch.allclose(mean, want_mean, rtol=1e-9) and float(var) == pytest.approx(want_var, rel=1e-9)
+    if t_prev == t - 1:  # the seeds' form: beta~_t = beta_t (1 - abar_{t-1}) / (1 - abar_t)
+        assert float(var) == pytest.approx(float(s.betas[t]) * (1 - a_prev) / (1 - a_t), rel=1e-9)
+
+
+def test_set_timesteps():
+    s = DDIMScheduler(1000, "linear")
+    for n in (1, 20, 50, 1000):
+        s.set_timesteps(n)
+        ts = s.timesteps.tolist()
+        assert len(ts) == n and ts[0] == 999 and (n == 1 or ts[-1] == 0)
+        assert all(a > b for a, b in zip(ts, ts[1:]))
+    assert s.prev_timestep(0) == -1
+    for bad in (0, 1001):
+        with pytest.raises(ValueError):
+            s.set_timesteps(bad)
+    with pytest.raises(ValueError):
+        make_scheduler("euler", UNetConfig(), 10)
+
+
+# --------------------------------------------------------------------------- samplers
+
+class Oracle(torch.nn.Module):
+    """The exact noise predictor for data that is a single image x*: eps = (x_t - sqrt(abar) x*) / sqrt(1-abar)."""
+
+    def __init__(self, target: torch.Tensor, schedule: NoiseSchedule):
+        super().__init__()
+        self.target, self.schedule = target, schedule
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+        self.calls = []
+
+    def forward(self, x, t, y):
+        self.calls.append(len(x))
+        a = self.schedule.abar(t).to(x.dtype).view(-1, 1, 1, 1)
+        return (x - a.sqrt() * self.target) / (1 - a).sqrt()
+
+
+@pytest.mark.parametrize("kind,steps,eta", [("ddim", 20, 0.0), ("ddim", 50, 1.0), ("ddpm", 1000, 0.0),
+                                            ("ddpm", 25, 0.0)])
+def test_samplers_recover_a_point_mass(kind, steps, eta):
+    target = torch.rand(1, 1, 4, 4) * 1.6 - 0.8
+    s = make_scheduler(kind, UNetConfig(num_train_timesteps=1000, beta_schedule="cosine"), steps)
+    model = Oracle(target, s)
+    model.config = UNetConfig(num_classes=2)
+    out = sample(model, s, torch.zeros(3, dtype=torch.long), shape=(3, 1, 4, 4), guidance=1.0, eta=eta,
+                 generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out, target.expand(3, -1, -1, -1), atol=1e-3)
+
+
+def test_ddim_eta0_is_deterministic_and_eta1_has_ddpm_variance():
+    net = UNet(UNetConfig(**TINY)).eval()
+    torch.nn.init.normal_(net.head[-1].weight, std=0.1)
+    s = make_scheduler("ddim", net.config, 10)
+    labels = torch.tensor([0, 1, 2])
+    runs = [sample(net, s, labels, shape=(3, 1, 8, 8), guidance=2.0, generator=torch.Generator().manual_seed(7))
+            for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+    # eta=0: all randomness is the starting noise; eta=1: sigma equals the DDPM posterior std
+    noise = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    a = [list(sample_steps(net, s, labels, shape=noise.shape, noise=noise, generator=torch.Generator().manual_seed(i)))[-1].x_t
+         for i in (1, 2)]
+    assert torch.equal(a[0], a[1])
+    ddpm, ddim = DDPMScheduler(1000, "linear"), DDIMScheduler(1000, "linear")
+    ddim.set_timesteps(50)
+    t, t_prev = int(ddim.timesteps[3]), int(ddim.timesteps[4])
+    _, var = ddpm.posterior(torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), t, t_prev)
+    a_t, a_prev = ddim.abar(t), ddim.abar(t_prev)
+    sigma = ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
+    assert float(sigma ** 2) == pytest.approx(float(var), rel=1e-9)
+
+
+def test_full_ddpm_loop_with_a_trivial_model_stays_finite():
+    class Zero(torch.nn.Module):
+        config = UNetConfig(num_classes=10)
+
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t, y):
+            return torch.zeros_like(x)
+
+    for kind in ("linear", "cosine"):
+        s = DDPMScheduler(1000, kind)
+        steps = list(sample_steps(Zero(), s, torch.arange(4), shape=(4, 1, 6, 6), guidance=3.0,
+                                  generator=torch.Generator().manual_seed(0)))
+        assert len(steps) == 1000 and all(torch.isfinite(st.x_t).all() for st in steps)
+        assert steps[-1].x_t.abs().max() <= 1.0 + 1e-5
+
+
+def test_guidance_is_one_batched_forward_and_combines_linearly():
+    calls = []
+
+    def model(x, t, y):
+        calls.append(len(x))
+        return torch.where((y == 9).view(-1, 1, 1, 1), torch.full_like(x, 1.0), torch.full_like(x, 3.0))
+
+    x, labels = torch.zeros(2, 1, 4, 4), torch.tensor([0, 1])
+    eps = guided_eps(model, x, 5, labels, 2.5, null_class=9)
+    assert calls == [4] and torch.allclose(eps, torch.full_like(x, 1 + 2.5 * (3 - 1)))
+    assert torch.allclose(guided_eps(model, x, 5, labels, 1.0, 9), torch.full_like(x, 3.0))
+    assert torch.allclose(guided_eps(model, x, 5, labels, 0.0, 9), torch.full_like(x, 1.0))
+    assert torch.allclose(guided_eps(model, x, 5, None, 4.0, 9), torch.full_like(x, 1.0))
+
+
+# --------------------------------------------------------------------------- the U-Net
+
+@pytest.mark.parametrize("kw", [dict(), dict(patch_size=2, image_size=28, channel_mults=[1, 2], attn_resolutions=[7]),
+                                dict(image_size=28, channel_mults=[1, 2, 2], attn_resolutions=[7]),
+                                dict(image_size=32, in_channels=3, channel_mults=[1, 2, 2])])
+def test_unet_shapes_and_null_class(kw):
+    cfg = UNetConfig(**{**TINY, **kw})
+    net = UNet(cfg).eval()
+    x = torch.randn(2, cfg.in_channels, cfg.image_size, cfg.image_size)
+    t = torch.tensor([0, 49])
+    assert net(x, t, torch.tensor([0, 2])).shape == x.shape
+    torch.nn.init.normal_(net.head[-1].weight)
+    assert torch.equal(net(x, t), net(x, t, torch.full((2,), cfg.num_classes)))  # None = the null class
+    assert net.class_emb.num_embeddings == cfg.num_classes + 1
+
+
+def test_timestep_embedding():
+    e = timestep_embedding(torch.tensor([0, 10, 999]), 16)
+    assert e.shape == (3, 16) and torch.allclose(e[0, :8], torch.ones(8)) and torch.allclose(e[0, 8:], torch.zeros(8))
+    assert timestep_embedding(torch.tensor([3]), 7).shape == (1, 7)
+
+
+def test_unet_save_load_roundtrip(tmp_path):
+    net = UNet(UNetConfig(**TINY)).eval()
+    torch.nn.init.normal_(net.head[-1].weight, std=0.1)
+    weights.save(net, tmp_path / "m")
+    back = UNet.from_pretrained(str(tmp_path / "m")).eval()
+    assert back.config == net.config
+    x, t = torch.randn(1, 1, 8, 8), torch.tensor([3])
+    assert torch.allclose(back(x, t, torch.tensor([1])), net(x, t, torch.tensor([1])), atol=1e-2)
+
+
+# --------------------------------------------------------------------------- trainer pieces
+
+def test_trainee_loss_and_ema():
+    from training.diffusion import Images, Trainee
+    net = UNet(UNetConfig(**TINY))
+    trainee = Trainee(net, ema_decay=0.9, label_dropout=0.5)
+    data = Images(torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8), torch.arange(8) % 3, flip=True)
+    x, y = data.collate([0, 1, 2, 3])
+    assert x.min() >= -1 and x.max() <= 1
+    loss = trainee(x, y)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is None for p in trainee.ema.parameters())
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in trainee.ema.parameters()]
+    trainee.update_ema()  # warm-up: decay min(0.9, 2/11)
+    for b, e, p in zip(before, trainee.ema.parameters(), net.parameters()):
+        assert torch.allclose(e, b + (p - b) * (1 - 2 / 11), atol=1e-6)
+    assert "ema.head.2.weight" in trainee.state_dict()  # checkpoints hold the average too
