@@ -2,7 +2,7 @@
 
 It judges samples of the generative models (class consistency, confidence) and supplies the features
 for the Frechet distance. Input: float images in [-1, 1], (B, 1 or 3, 28 or 32, 32 or 28); a gray
-model averages RGB input, an RGB model repeats gray input; any size works (global average pooling).
+model averages RGB input, an RGB model repeats gray input; any size works (adaptive average pooling to a fixed grid).
 """
 from dataclasses import dataclass, field
 
@@ -16,6 +16,7 @@ from torch import nn
 class EvalNetConfig:
     in_channels: int = 1
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])
+    pool: int = 1                     # the last feature map is average-pooled to pool x pool, then flattened
     feature_dim: int = 128            # the penultimate features (Frechet distance space)
     num_classes: int = 10
     classes: list[str] = field(default_factory=list)
@@ -29,7 +30,7 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 
 class EvalNet(nn.Module, PyTorchModelHubMixin):
     """conv stages (each: 3x3 conv-BN-ReLU, the first stage once, later ones twice, 2x2 max-pool between),
-    global average pool, a ReLU feature layer, a linear classifier."""
+    adaptive average pool to pool x pool, a ReLU feature layer, a linear classifier."""
 
     def __init__(self, config: EvalNetConfig):
         super().__init__()
@@ -46,7 +47,7 @@ class EvalNet(nn.Module, PyTorchModelHubMixin):
                 layers.append(_block(w, w))
             c = w
         self.body = nn.Sequential(*layers)
-        self.feature = nn.Sequential(nn.Flatten(), nn.Linear(c, config.feature_dim), nn.ReLU(inplace=True))
+        self.feature = nn.Sequential(nn.Flatten(), nn.Linear(c * config.pool ** 2, config.feature_dim), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(0.2)
         self.head = nn.Linear(config.feature_dim, config.num_classes)
 
@@ -60,7 +61,7 @@ class EvalNet(nn.Module, PyTorchModelHubMixin):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features (B, feature_dim) of images in [-1, 1]."""
         h = self.body(self._prepare(x))
-        return self.feature(F.adaptive_avg_pool2d(h, 1))
+        return self.feature(F.adaptive_avg_pool2d(h, self.config.pool))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(x)))

@@ -25,8 +25,8 @@ from training.loop import TrainConfig, fit
 
 DATASETS = ("fashion", "cifar10")
 RECIPES = {  # sized for a few minutes on one CPU thread
-    "fashion": dict(widths=[16, 32, 64], epochs=5, batch_size=128, lr=3e-3, flip=True),
-    "cifar10": dict(widths=[32, 64, 128], epochs=10, batch_size=128, lr=3e-3, flip=True),
+    "fashion": dict(widths=[16, 32, 64], pool=3, epochs=6, batch_size=128, lr=3e-3, flip=True),
+    "cifar10": dict(widths=[32, 64, 128], pool=2, epochs=10, batch_size=128, lr=3e-3, flip=True),
 }
 
 
@@ -174,7 +174,7 @@ def train(args: argparse.Namespace) -> None:
     val_images, val_labels = images[val_idx], labels[val_idx]
 
     torch.manual_seed(args.seed)
-    config = EvalNetConfig(in_channels=images.shape[1], widths=recipe["widths"], classes=class_names(args.dataset),
+    config = EvalNetConfig(in_channels=images.shape[1], widths=recipe["widths"], pool=recipe["pool"], classes=class_names(args.dataset),
                            dataset=args.dataset)
     model = EvalNet(config)
     steps_per_epoch = len(train_set) // recipe["batch_size"]
@@ -210,7 +210,8 @@ def train(args: argparse.Namespace) -> None:
              f"part of a generative model.\n\n| epoch | minutes | val accuracy |\n|---|---|---|\n"
              + "\n".join(f"| {i + 1} | {h['minutes']:.1f} | {h['val_acc']:.4f} |" for i, h in enumerate(history_lines)))
     weights.write_card(folder, folder.name, description=(
-        f"Small CNN (conv widths {config.widths}, BatchNorm, global average pool, {config.feature_dim}-d feature "
+        f"Small CNN (conv widths {config.widths}, BatchNorm, average pool to {config.pool}x{config.pool}, "
+        f"{config.feature_dim}-d feature "
         f"layer) trained from scratch as the evaluation classifier for generated {args.dataset} images."),
         metrics={"accuracy": round(acc, 4), "val_accuracy": round(result.best_metric, 4),
                  "train_minutes": round(result.minutes, 2)},
