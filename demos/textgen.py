@@ -8,12 +8,18 @@ from typing import Iterator
 import gradio as gr
 import torch
 
+import weights
 from demos.common import load_model, weights_status
 
 TITLE = "Text generation"
 MODELS = {"GPT": "gpt-shakespeare", "LSTM": "lstm-shakespeare"}
 LIMITS = {"temperature": (0.0, 3.0), "top_k": (0, 1000), "top_p": (0.01, 1.0), "max_new_tokens": (1, 2000)}
 MAX_SCORE_CHARS = 20_000
+
+
+def default_model() -> str:
+    """GPT, unless only the LSTM's weights are present."""
+    return next((label for label, name in MODELS.items() if weights.available(name)), "GPT")
 EXAMPLES = [["ROMEO:\n", 0.8, 0, 0.95, 300, 1], ["First Citizen:\nBefore we proceed", 0.6, 20, 1.0, 300, 7],
             ["KING HENRY:\nNow", 1.0, 0, 0.9, 400, 42], ["", 0.0, 0, 1.0, 200, 0]]
 
@@ -104,7 +110,7 @@ def build() -> None:
     with gr.Row():
         with gr.Column(scale=1):
             prompt = gr.Textbox(label="Prompt", value="ROMEO:\n", lines=4)
-            model_choice = gr.Radio(list(MODELS), value="GPT", label="Model")
+            model_choice = gr.Radio(list(MODELS), value=default_model(), label="Model")
             temperature = gr.Slider(*LIMITS["temperature"], value=0.8, step=0.05, label="Temperature")
             top_k = gr.Slider(0, 65, value=0, step=1, label="Top-k (0 = off)")
             top_p = gr.Slider(*LIMITS["top_p"], value=0.95, step=0.01, label="Top-p")

@@ -4,8 +4,10 @@ from pathlib import Path
 import pytest
 
 import weights
+from demos import textgen as tab
 
-pytestmark = pytest.mark.skipif(not weights.available("gpt-shakespeare"), reason="GPT weights not trained yet")
+pytestmark = pytest.mark.skipif(not any(map(weights.available, tab.MODELS.values())),
+                                reason="neither GPT nor LSTM weights trained yet")
 
 
 def test_generation_streams_in_the_browser(page, open_tab):

@@ -166,11 +166,14 @@ def test_surprisal_matches_model_log_probs(tiny_models):
         textgen.surprisal("a", "GPT")
 
 
-@pytest.mark.skipif(not weights.available("gpt-shakespeare"), reason="GPT weights not trained yet")
-def test_shipped_gpt_prefers_shakespeare_to_noise():
-    model = weights.load("gpt-shakespeare")
+@pytest.mark.parametrize("label", list(textgen.MODELS))
+def test_shipped_model_prefers_shakespeare_to_noise(label):
+    name = textgen.MODELS[label]
+    if not weights.available(name):
+        pytest.skip(f"{name} not trained yet")
+    model = weights.load(name)
     real = model.log_probs(model.tokenizer.encode("ROMEO:\nWhat light through yonder window breaks?")).mean()
     noise = model.log_probs(model.tokenizer.encode("qzx vbk wqj xzz kqv jjq zxw qkz vvb xqj wzk")).mean()
     assert real > noise + 1.0
-    text = list(textgen.generate("ROMEO:\n", 0.8, 0, 0.95, 50, 0, "GPT"))[-1]
+    text = list(textgen.generate("ROMEO:\n", 0.8, 0, 0.95, 50, 0, label))[-1]
     assert len(text) == len("ROMEO:\n") + 50

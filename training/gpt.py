@@ -112,7 +112,7 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 # Defaults per model, chosen to train in about an hour on 2 CPU cores (see the model cards).
-DEFAULTS = {"gpt": dict(steps=1500, n_layer=4, n_embd=192, lr=3e-3),
+DEFAULTS = {"gpt": dict(steps=3000, n_layer=4, n_embd=192, lr=3e-3),
             "lstm": dict(steps=1500, n_layer=2, n_embd=128, hidden=384, lr=3e-3)}
 
 
