@@ -14,6 +14,7 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,6 +23,8 @@ import weights
 from bench.common import timeit
 from training.classify import (WEIGHT_NAMES, accuracy_report, build_model, export, load_split, predict,
                                quantize_onnx, run_exported)
+
+TAB = "Classification"
 
 
 def load(kind: str) -> tuple[nn.Module, bool]:
@@ -45,6 +48,63 @@ def ort_predict(session, images: torch.Tensor, batch_size: int = 500) -> torch.T
                       for c in images.split(batch_size)])
 
 
+def run(repeats: int = 5, threads: int = 1, models: tuple[str, ...] = ("compact", "resnet18", "vit"),
+        accuracy: bool = False) -> list[dict[str, Any]]:
+    """Rows {tab, case, median_ms, p90_ms, note, model, variant, batch[, accuracy]}: every variant of every
+    model at batch 1 and 64 (the int8 accuracy, on the batch-1 rows, only with ``accuracy``)."""
+    torch.set_num_threads(threads)
+    test = None
+    if accuracy:
+        try:
+            test = load_split("test")
+        except Exception:
+            test = None
+    try:
+        train_images, _ = load_split("train")
+        calib = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[:512]]
+        calib = calib.float() / 255
+    except Exception:
+        calib = torch.rand(512, 3, 32, 32)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in models:
+            model, shipped = load(kind)
+            n_params = sum(p.numel() for p in model.parameters()) / 1e6
+            note = f"{'shipped weights' if shipped else 'random init'}, {n_params:.2f}M parameters, {threads} thread(s)"
+            variants = {"torch fp32": model.to(memory_format=torch.channels_last)}
+            if kind == "vit":
+                variants["torch int8 (dynamic)"] = torch.ao.quantization.quantize_dynamic(
+                    model, {nn.Linear}, dtype=torch.qint8)
+            fp32 = export(model, Path(tmp) / f"{kind}.onnx", "onnx")
+            int8 = quantize_onnx(fp32, Path(tmp) / f"{kind}.int8.onnx", None if kind == "vit" else calib)
+            sessions = {"onnx fp32": ort_session(fp32, threads), "onnx int8": ort_session(int8, threads)}
+            for batch in (1, 64):
+                x = torch.rand(batch, 3, 32, 32)
+                for name, m in variants.items():
+                    xx = x.contiguous(memory_format=torch.channels_last)
+                    with torch.no_grad():
+                        t = timeit(lambda: m(xx), repeats)
+                    rows.append({"tab": TAB, "case": f"{kind}, {name}, batch {batch}", **t, "note": note,
+                                 "model": kind, "variant": name, "batch": batch})
+                for name, s in sessions.items():
+                    xn = x.numpy()
+                    t = timeit(lambda: s.run(None, {"image": xn}), repeats)
+                    rows.append({"tab": TAB, "case": f"{kind}, {name}, batch {batch}", **t, "note": note,
+                                 "model": kind, "variant": name, "batch": batch})
+            if shipped and test is not None:
+                images, labels = test
+                acc = {"torch fp32": accuracy_report(predict(model, images), labels, model.classes)["accuracy"]}
+                for name, s in sessions.items():
+                    acc[name] = accuracy_report(ort_predict(s, images), labels, model.classes)["accuracy"]
+                if "torch int8 (dynamic)" in variants:
+                    acc["torch int8 (dynamic)"] = accuracy_report(
+                        predict(variants["torch int8 (dynamic)"], images), labels, model.classes)["accuracy"]
+                for r in rows:
+                    if r["model"] == kind and r["batch"] == 1 and r["variant"] in acc:
+                        r["accuracy"] = acc[r["variant"]]
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -52,61 +112,18 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["compact", "resnet18", "vit"])
     parser.add_argument("--no-accuracy", action="store_true", help="skip the test-set accuracy of int8")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    test = None
-    if not args.no_accuracy:
-        try:
-            test = load_split("test")
-        except Exception:
-            test = None
-    calib = None
-    try:
-        train_images, _ = load_split("train")
-        calib = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[:512]]
-        calib = calib.float() / 255
-    except Exception:
-        calib = torch.rand(512, 3, 32, 32)
+    rows = run(args.repeats, args.threads, tuple(args.models), not args.no_accuracy)
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats} (ms)")
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for kind in args.models:
-            model, shipped = load(kind)
-            n_params = sum(p.numel() for p in model.parameters()) / 1e6
-            variants = {"torch fp32": model.to(memory_format=torch.channels_last)}
-            if kind == "vit":
-                variants["torch int8 (dynamic)"] = torch.ao.quantization.quantize_dynamic(
-                    model, {nn.Linear}, dtype=torch.qint8)
-            fp32 = export(model, Path(tmp) / f"{kind}.onnx", "onnx")
-            int8 = quantize_onnx(fp32, Path(tmp) / f"{kind}.int8.onnx", None if kind == "vit" else calib)
-            sessions = {"onnx fp32": ort_session(fp32, args.threads), "onnx int8": ort_session(int8, args.threads)}
-            for batch in (1, 64):
-                x = torch.rand(batch, 3, 32, 32)
-                for name, m in variants.items():
-                    xx = x.contiguous(memory_format=torch.channels_last)
-                    with torch.no_grad():
-                        t = timeit(lambda: m(xx), args.repeats)["median_ms"]
-                    rows.append((kind, name, batch, t))
-                for name, s in sessions.items():
-                    xn = x.numpy()
-                    t = timeit(lambda: s.run(None, {"image": xn}), args.repeats)["median_ms"]
-                    rows.append((kind, name, batch, t))
-            accuracy = {}
-            if shipped and test is not None:
-                images, labels = test
-                accuracy["torch fp32"] = accuracy_report(predict(model, images), labels, model.classes)["accuracy"]
-                for name, s in sessions.items():
-                    accuracy[name] = accuracy_report(ort_predict(s, images), labels, model.classes)["accuracy"]
-                if "torch int8 (dynamic)" in variants:
-                    accuracy["torch int8 (dynamic)"] = accuracy_report(
-                        predict(variants["torch int8 (dynamic)"], images), labels, model.classes)["accuracy"]
-            print(f"\n{kind} ({'shipped weights' if shipped else 'random init'}, {n_params:.2f}M parameters)")
-            print(f"{'variant':22s} {'1 image ms':>11s} {'batch-64 img/s':>15s} {'test acc (no TTA)':>18s}")
-            for name in [*variants, *sessions]:
-                one = next(t for k, n, b, t in rows if k == kind and n == name and b == 1)
-                many = next(t for k, n, b, t in rows if k == kind and n == name and b == 64)
-                acc = f"{accuracy[name]:.4f}" if name in accuracy else "-"
-                print(f"{name:22s} {one:11.2f} {64 / many * 1000:15.0f} {acc:>18s}")
-    print(json.dumps([{"model": k, "variant": n, "batch": b, "median_ms": round(t, 3)} for k, n, b, t in rows]))
+    for kind in args.models:
+        mine = [r for r in rows if r["model"] == kind]
+        print(f"\n{kind} ({mine[0]['note']})")
+        print(f"{'variant':22s} {'1 image ms':>11s} {'batch-64 img/s':>15s} {'test acc (no TTA)':>18s}")
+        for one in (r for r in mine if r["batch"] == 1):
+            many = next(r for r in mine if r["variant"] == one["variant"] and r["batch"] == 64)
+            acc = f"{one['accuracy']:.4f}" if "accuracy" in one else "-"
+            print(f"{one['variant']:22s} {one['median_ms']:11.2f} {64 / many['median_ms'] * 1000:15.0f} {acc:>18s}")
+    print(json.dumps([{"model": r["model"], "variant": r["variant"], "batch": r["batch"],
+                       "median_ms": round(r["median_ms"], 3)} for r in rows]))
 
 
 if __name__ == "__main__":
