@@ -68,10 +68,11 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def markdown(rows: list[dict[str, Any]], failed: dict[str, str]) -> str:
+def markdown(rows: list[dict[str, Any]], failed: dict[str, str], load: float) -> str:
     import torch
     lines = [f"Measured {datetime.date.today().isoformat()} with `python -m bench` on {cpu_name()} "
-             f"({os.cpu_count()} cores, shared with other jobs), torch {torch.__version__}, CPU only. "
+             f"({os.cpu_count()} cores; 1-minute load average {load:.1f} at the start), torch "
+             f"{torch.__version__}, CPU only. "
              "Medians (and p90) over repeats after a warm-up; each tab's rows include the baseline it is "
              "compared with, measured in the same run.", "",
              "| tab | case | median ms | p90 ms | note |", "|---|---|---:|---:|---|"]
@@ -103,8 +104,9 @@ def main() -> None:
         if unknown:
             raise SystemExit(f"error: no benchmark {', '.join(unknown)}; available: {', '.join(names)}")
         names = [n for n in names if n in args.only]
+    load = os.getloadavg()[0]  # other jobs on the machine inflate every figure
     rows, failed = run_all(names)
-    table = markdown(rows, failed)
+    table = markdown(rows, failed, load)
     print("\n" + table)
     if not args.no_readme and not args.only:
         write_readme(table)
