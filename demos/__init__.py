@@ -7,4 +7,5 @@ TABS: list[str] = [
     "recommend",
     "classify",
     "generative",
+    "diffusion",
 ]

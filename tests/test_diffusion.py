@@ -2,6 +2,8 @@
 pieces, and the tab's functions (without a browser)."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -233,3 +235,72 @@ def test_trainee_loss_and_ema():
     for b, e, p in zip(before, trainee.ema.parameters(), net.parameters()):
         assert torch.allclose(e, b + (p - b) * (1 - 2 / 11), atol=1e-6)
     assert "ema.head.2.weight" in trainee.state_dict()  # checkpoints hold the average too
+
+
+# --------------------------------------------------------------------------- the tab's functions
+
+@pytest.fixture
+def tab(monkeypatch):
+    """demos.diffusion with a tiny untrained U-Net standing in for the released model (shapes only)."""
+    from demos import diffusion as tab
+    net = UNet(UNetConfig(**{**TINY, "num_classes": 10})).eval()
+    monkeypatch.setattr(tab, "load_model", lambda name: net)
+    return tab
+
+
+def _run(tab, **kw):
+    return list(tab.generate(**kw))
+
+
+def test_generate_streams_frames_then_the_final_outputs(tab):
+    outs = _run(tab, dataset="Fashion-MNIST", class_name="sneaker", sampler="DDIM", steps=45, eta=0.5,
+                guidance=2.0, seed=3, n_images=3)
+    assert len(outs) > 3  # intermediate frames were streamed before the end
+    live, status, frames, slider, view, grid, gif = outs[-1]
+    assert status.startswith("Done") and len(frames) == 45 and frames[-1]["step"] == 44
+    assert live.shape == view.shape and live.dtype == np.uint8 and grid.ndim == 3
+    from PIL import Image
+    with Image.open(gif) as im:
+        assert im.format == "GIF" and im.n_frames > 10
+    image, text = tab.scrub(frames, 10)
+    assert image.shape == live.shape and "Step 11 of 45" in text
+    assert tab.scrub(frames, 1e9)[1].startswith("Step 45 of 45")  # clamped to the last stored step
+
+
+def test_generate_is_reproducible_and_keeps_at_most_max_frames(tab, monkeypatch):
+    monkeypatch.setattr(tab, "MAX_FRAMES", 10)
+    a = _run(tab, sampler="DDPM", steps=40, seed=5, n_images=2, class_name=tab.ALL_CLASSES)[-1]
+    b = _run(tab, sampler="DDPM", steps=40, seed=5, n_images=2, class_name=tab.ALL_CLASSES)[-1]
+    assert np.array_equal(a[5], b[5]) and len(a[2]) == 10 and a[2][0]["step"] == 0 and a[2][-1]["step"] == 39
+    c = _run(tab, sampler="DDIM", steps=5, seed=5, n_images=1, class_name=tab.UNCONDITIONAL)[-1]
+    assert "unconditional" in c[1]
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(steps=1001), "Steps must be between"), (dict(steps=0), "Steps must be between"),
+    (dict(n_images=17), "Number of images must be between"), (dict(guidance=-1), "Guidance"),
+    (dict(eta=2), "eta"), (dict(steps=1000, n_images=16), "too much work"), (dict(steps="x"), "number"),
+    (dict(steps=51), "trained with 50 noise levels"), (dict(steps=2.5), "whole number"), (dict(sampler="Euler"), "Unknown sampler"),
+    (dict(class_name="dog"), "Unknown class"), (dict(dataset="MNIST"), "Unknown dataset"),
+    (dict(seed=float("nan")), "finite")])
+def test_bad_settings_are_clear_errors(tab, kw, message):
+    import gradio as gr
+    with pytest.raises(gr.Error, match=message):
+        _run(tab, **kw)
+
+
+def test_scrub_without_frames_and_classes_per_dataset(tab):
+    import gradio as gr
+    with pytest.raises(gr.Error, match="Generate a sample first"):
+        tab.scrub([], 0)
+    assert "dog" in tab.class_choices("CIFAR-10") and "sneaker" in tab.class_choices("Fashion-MNIST")
+    assert tab.frame_indices(1000, 100) >= {0, 999} and len(tab.frame_indices(1000, 100)) == 100
+
+
+def test_missing_weights_are_a_clear_error(monkeypatch, tmp_path):
+    import gradio as gr
+    from demos import diffusion as tab
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(weights, "_cache", {})
+    with pytest.raises(gr.Error, match="Not trained yet"):
+        _run(tab, steps=2, n_images=1)
