@@ -271,7 +271,8 @@ def measure(url: str, pid: int | None, clients: list[int], seconds: float) -> li
                   f"p99 {r['p99_ms']:.0f} ms, peak RSS {r['peak_rss_mb']:.0f} MiB", flush=True)
             for e in r["errors"]:
                 print(f"  failed: {e}")
-        by_speed = sorted(rows[0]["per_endpoint"].items(), key=lambda kv: kv[1]["p50_ms"])
+        by_speed = sorted(((n, e) for n, e in rows[0]["per_endpoint"].items() if e["n"]),
+                          key=lambda kv: kv[1]["p50_ms"])
         fast, slow = by_speed[0][0], by_speed[-1][0]
         c = starvation_check(url, endpoints, slow, fast)
         print(f"starvation check: {c['n_slow']} x {slow} queued, then {fast} answered in {c['fast_ms']:.0f} ms "
