@@ -139,6 +139,9 @@ def train(args: argparse.Namespace) -> None:
     batch_size = args.batch_size or recipe.batch_size
     lr = args.lr or recipe.lr
     max_minutes = args.max_minutes if args.max_minutes is not None else recipe.max_minutes
+    if not args.no_eval and not weights.available(f"evalnet-{args.dataset}"):
+        fail(f"the evaluation classifier evalnet-{args.dataset} is not trained: run `python -m training.gen_eval "
+             f"--dataset {args.dataset}` first, or pass --no-eval")
     try:
         images, labels = gen_eval.load_dataset(args.dataset, "train", args.data)
     except (OSError, ValueError) as e:
