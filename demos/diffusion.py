@@ -37,7 +37,8 @@ def default_dataset() -> str:
 
 
 def class_choices(dataset: str) -> list[str]:
-    return CLASSES.get(dataset, CLASSES["Fashion-MNIST"]) + [ALL_CLASSES, UNCONDITIONAL]
+    known = dataset if isinstance(dataset, str) and dataset in CLASSES else "Fashion-MNIST"  # [] from the API
+    return CLASSES[known] + [ALL_CLASSES, UNCONDITIONAL]
 
 
 # --------------------------------------------------------------------------- checks
@@ -47,6 +48,8 @@ def _number(name: str, value: Any, integer: bool = False) -> float:
         v = float(value)
     except (TypeError, ValueError):
         raise gr.Error(f"{name} must be a number, got {value!r}") from None
+    except OverflowError:  # an integer beyond the float range
+        raise gr.Error(f"{name} is too large.") from None
     if not math.isfinite(v):
         raise gr.Error(f"{name} must be a finite number, got {value!r}")
     if integer and v != int(v):
@@ -133,7 +136,7 @@ def generate(dataset: str = "Fashion-MNIST", class_name: str = "sneaker", sample
              eta: Any = 0.0, guidance: Any = 3.0, seed: Any = 0, n_images: Any = 4
              ) -> Iterator[tuple[Any, ...]]:
     """Stream (live x_t | x_0 image, status, stored frames, scrub slider, scrub view, final grid, GIF)."""
-    if dataset not in MODELS:
+    if not isinstance(dataset, str) or dataset not in MODELS:
         raise gr.Error(f"Unknown dataset {dataset!r}: choose one of {', '.join(MODELS)}.")
     kind, steps, eta, guidance, n_images, seed = check_settings(sampler, steps, eta, guidance, n_images, seed)
     model = load_model(MODELS[dataset])
