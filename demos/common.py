@@ -1,7 +1,8 @@
 """Helpers every tab shares: loading a registered model with a clear UI error, and reading images."""
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from typing import Any, Callable
 
 import gradio as gr
 from PIL import Image, ImageOps
@@ -44,6 +45,26 @@ def check_pixels(width: int, height: int) -> None:
         raise too_many_pixels(f"The image is {width}x{height} pixels")
 
 
+def _clear_upload_errors(preprocess: Callable[[Any], Any], payload: Any, files: list[Any]) -> Any:
+    """``preprocess(payload)`` with the pixel limit checked from each uploaded file's header first, and
+    any failure to read an upload turned into a clear ``gr.Error``."""
+    try:
+        for f in files:
+            if getattr(f, "path", None):
+                with warnings.catch_warnings():  # 40-80 MP: PIL only warns; check_pixels refuses
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    with Image.open(f.path) as header:
+                        check_pixels(*header.size)
+        return preprocess(payload)
+    except gr.Error:
+        raise
+    except Image.DecompressionBombError:
+        raise too_many_pixels() from None
+    except Exception as e:
+        raise gr.Error(f"Could not read the image ({type(e).__name__}): please upload a PNG, JPEG, WebP, "
+                       "GIF or BMP file.") from None
+
+
 class ImageInput(gr.Image):
     """``gr.Image`` whose unreadable uploads (corrupt, truncated, empty, not an image, too many pixels) are
     a clear ``gr.Error``; plain ``gr.Image`` answers them with Gradio's internal "Could not preprocess
@@ -52,18 +73,22 @@ class ImageInput(gr.Image):
     is_template = True  # rendered by the frontend as a plain Image
 
     def preprocess(self, payload: Any) -> Any:
-        try:
-            if getattr(payload, "path", None):  # the pixel limit from the header, before any decoding
-                with Image.open(payload.path) as header:
-                    check_pixels(*header.size)
-            return super().preprocess(payload)
-        except gr.Error:
-            raise
-        except Image.DecompressionBombError:
-            raise too_many_pixels() from None
-        except Exception as e:
-            raise gr.Error(f"Could not read the image ({type(e).__name__}): please upload a PNG, JPEG, WebP, "
-                           "GIF or BMP file.") from None
+        return _clear_upload_errors(super().preprocess, payload, [payload])
+
+
+class SketchpadInput(gr.Sketchpad):
+    """``gr.Sketchpad`` with the same clear errors for an unreadable uploaded background or layer."""
+
+    def get_block_name(self) -> str:
+        return "imageeditor"  # the frontend component that renders gr.Sketchpad
+
+    def get_block_class(self) -> str:
+        return "imageeditor"
+
+    def preprocess(self, payload: Any) -> Any:
+        files = [getattr(payload, "background", None), getattr(payload, "composite", None),
+                 *(getattr(payload, "layers", None) or [])]
+        return _clear_upload_errors(super().preprocess, payload, files)
 
 
 def to_rgb(image: Any) -> Image.Image:
