@@ -133,4 +133,4 @@ def build() -> None:
                       api_name="generate", concurrency_limit=2, concurrency_id="textgen")
     stop.click(None, cancels=[event])
     score.click(surprisal, [score_text, model_choice], [heat, summary], api_name="score",
-                concurrency_limit=2, concurrency_id="textgen")
+                concurrency_limit=2, concurrency_id="textgen-score")  # scoring is fast: never queued behind generation

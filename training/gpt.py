@@ -123,6 +123,7 @@ def train(args: argparse.Namespace) -> None:
     text = load_text(args.data)
     vocab = "".join(sorted(set(text)))
     train_text, val_text = split(text)
+    torch.manual_seed(args.seed)  # the initial weights too, so that a rerun reproduces the run
     model = build_model(args.model, vocab, args)
     tok = model.tokenizer
     train_ids = torch.tensor(tok.encode(train_text))
