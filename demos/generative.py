@@ -283,14 +283,15 @@ def build() -> None:
             s_count = gr.Slider(*LIMITS["count"], value=20, step=1, label="Number of images")
             s_run = gr.Button("Sample", variant="primary")
         with gr.Column(scale=2):
-            s_grid = gr.Image(label="Samples", interactive=False, format="png")
+            s_grid = gr.Image(label="Samples", interactive=False, format="png", elem_id="gen-samples")
             s_note = gr.Markdown()
     s_run.click(sample_grid, [s_model, s_seed, s_count, s_class], [s_grid, s_note], api_name="sample")
 
     gr.Markdown("### Reconstruct a drawing")
     with gr.Row():
-        sketch = gr.Sketchpad(label="Draw a garment (dark ink)", type="pil", canvas_size=(280, 280),
-                              brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"), height=340)
+        sketch = gr.Sketchpad(label="Draw a garment: pick the brush, then draw (dark ink)", type="pil", canvas_size=(280, 280),
+                              brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"), height=340,
+                              elem_id="gen-sketch")
         with gr.Column():
             upload = gr.Image(label="...or upload an image (used instead of the drawing)", type="pil",
                               sources=["upload", "clipboard"], height=200)
@@ -298,8 +299,9 @@ def build() -> None:
             r_run = gr.Button("Reconstruct", variant="primary")
         with gr.Column():
             with gr.Row():
-                r_input = gr.Image(label="What the VAE sees (28x28)", interactive=False, format="png")
-                r_output = gr.Image(label="Reconstruction", interactive=False, format="png")
+                r_input = gr.Image(label="What the VAE sees (28x28)", interactive=False, format="png", height=200)
+                r_output = gr.Image(label="Reconstruction", interactive=False, format="png", height=200,
+                                    elem_id="gen-recon")
             r_notes = gr.Markdown()
     r_run.click(reconstruct, [sketch, upload, r_model], [r_input, r_output, r_notes], api_name="reconstruct")
 
@@ -320,7 +322,7 @@ def build() -> None:
                 i_image_a = gr.Image(label="Image A", type="pil", sources=["upload", "clipboard"], height=160)
                 i_image_b = gr.Image(label="Image B", type="pil", sources=["upload", "clipboard"], height=160)
             i_run = gr.Button("Interpolate", variant="primary")
-            i_strip = gr.Image(label="Interpolation A -> B", interactive=False, format="png")
+            i_strip = gr.Image(label="Interpolation A -> B", interactive=False, format="png", elem_id="gen-strip")
     i_run.click(interpolate, [i_mode, i_model, i_seed_a, i_seed_b, i_frames, i_class_a, i_class_b, i_image_a,
                               i_image_b], i_strip, api_name="interpolate")
 
@@ -335,12 +337,13 @@ def build() -> None:
     with gr.Row():
         with gr.Column(scale=2):
             m_map = gr.Image(value=initial, label="Latent map (click a point)", interactive=False, format="png",
-                             height=MAP_PX + 40)
+                             height=MAP_PX + 40, elem_id="gen-map")
             with gr.Row():
                 m_cells = gr.Slider(*LIMITS["cells"], value=15, step=1, label="Cells per side")
                 m_draw = gr.Button("Draw map")
         with gr.Column(scale=1):
-            m_point = gr.Image(label="Decoded point", interactive=False, format="png")
+            m_point = gr.Image(label="Decoded point", interactive=False, format="png", height=220,
+                               elem_id="gen-point")
             m_z = gr.Markdown()
     m_draw.click(latent_map, m_cells, m_map, api_name="latent_map")
     m_map.select(decode_point, None, [m_point, m_z], api_name="decode_point")

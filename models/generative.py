@@ -140,7 +140,7 @@ class DCGANConfig:
     num_classes: int = 10   # 0: unconditional
     embed_dim: int = 16     # generator's class embedding, concatenated to the noise
     g_width: int = 64       # generator channels at 14x14 (twice that at 7x7)
-    d_width: int = 64       # discriminator channels at 14x14 (twice that at 7x7)
+    d_width: int = 32       # discriminator channels at 14x14 (twice that at 7x7)
 
 
 class Generator(nn.Module):

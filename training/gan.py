@@ -30,7 +30,7 @@ import weights
 from models.generative import DCGAN, DCGANConfig, gan_losses
 from training.common import CHECKPOINTS, cli, fail, print_json, push_to_hub
 from training.loop import EpochBatches, atomic_save, load_checkpoint, seed_everything
-from training.vae import SAMPLES, load_images, sample_quality, to_unit
+from training.vae import SAMPLES, load_images, sample_quality, save_run_info, to_unit
 
 NAME = "gan-fashion"
 
@@ -64,12 +64,16 @@ def train(args: argparse.Namespace) -> None:
     if len(images) < args.batch_size:
         fail(f"{len(images)} training images are fewer than one batch ({args.batch_size})")
     model, history, step = run(args, images, labels)
-    n_params = sum(p.numel() for p in model.parameters())
     folder = Path(args.weights_out) if args.weights_out else weights.local_dir(NAME)
     weights.save(model, folder)
+    info = {"command": "python -m training.gan " + " ".join(sys.argv[1:]), "history": history, "steps_done": step,
+            "n_images": len(images), "n_params": sum(p.numel() for p in model.parameters()),
+            "batch_size": args.batch_size, "lr_g": args.lr_g, "lr_d": args.lr_d, "ema": args.ema,
+            "threads": torch.get_num_threads()}
+    save_run_info(Path(args.out) if args.out else CHECKPOINTS / NAME, info)
     metrics = evaluate_model(model, args.data)
     print_json(metrics)
-    write_gan_card(folder, model, metrics, history, step, len(images), n_params, args)
+    write_gan_card(folder, model, metrics, info)
     print(f"wrote {folder}", flush=True)
     if args.push_to_hub:
         print(push_to_hub(folder, args.push_to_hub))
@@ -92,6 +96,7 @@ def run(args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor
     out = Path(args.out) if args.out else CHECKPOINTS / NAME
     ckpt = out / "checkpoint.pt"
     step, history = 0, []
+    stats = {"d": 0.0, "g": 0.0, "real": 0.5, "fake": 0.5}  # running averages shown on the bar and logged
     if ckpt.exists() and not args.fresh:
         state = load_checkpoint(ckpt)
         model.load_state_dict(state["model"])
@@ -99,6 +104,7 @@ def run(args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         step, history = state["step"], state["history"]
+        stats = state.get("stats", stats)
         order.epoch, order.start, order.consumed = state["epoch"], state["batch_in_epoch"], state["batch_in_epoch"]
         torch.set_rng_state(state["rng"])
         tqdm.write(f"resumed from {ckpt} at step {step}")
@@ -106,7 +112,7 @@ def run(args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor
     def save() -> None:
         atomic_save({"model": model.state_dict(), "ema": ema.state_dict(), "opt_g": opt_g.state_dict(),
                      "opt_d": opt_d.state_dict(), "step": step, "history": history, "epoch": order.epoch,
-                     "batch_in_epoch": order.consumed, "rng": torch.get_rng_state(),
+                     "batch_in_epoch": order.consumed, "rng": torch.get_rng_state(), "stats": stats,
                      "args": json.dumps(vars(args), default=str)}, ckpt)
 
     def batches():
@@ -120,7 +126,7 @@ def run(args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor
     print(f"{NAME}: generator {sum(p.numel() for p in G.parameters()) / 1e3:.0f}k + discriminator "
           f"{sum(p.numel() for p in D.parameters()) / 1e3:.0f}k parameters, {len(images)} images, {args.steps} steps "
           f"of {args.batch_size}, {torch.get_num_threads()} threads", flush=True)
-    start, stats = time.time(), {"d": 0.0, "g": 0.0, "real": 0.5, "fake": 0.5}
+    start = time.time()
     minutes_before = history[-1]["minutes"] if history else 0.0
     bar = tqdm(total=args.steps, initial=step, dynamic_ncols=True)
     it = batches()
@@ -144,7 +150,7 @@ def run(args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor
             fail(f"the losses became non-finite at step {step}: lower the learning rates")
         for k, v in (("d", d_loss.item()), ("g", g_loss.item()), ("real", torch.sigmoid(d_real).mean().item()),
                      ("fake", torch.sigmoid(d_fake).mean().item())):
-            stats[k] = v if not history and step == 1 else 0.98 * stats[k] + 0.02 * v
+            stats[k] = v if step == 1 else 0.98 * stats[k] + 0.02 * v
         bar.update(1)
         bar.set_postfix(d=f"{stats['d']:.3f}", g=f"{stats['g']:.3f}", Dx=f"{stats['real']:.2f}",
                         DGz=f"{stats['fake']:.2f}")
@@ -162,13 +168,12 @@ def run(args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor
     return model.eval(), history, step
 
 
-def write_gan_card(folder: Path, model: DCGAN, metrics: dict[str, Any], history: list[dict[str, float]], step: int,
-                   n_images: int, n_params: int, args: argparse.Namespace) -> None:
-    c = model.config
+def write_gan_card(folder: Path, model: DCGAN, metrics: dict[str, Any], info: dict[str, Any]) -> None:
+    c, history, step = model.config, info["history"], info["steps_done"]
+    minutes = history[-1]["minutes"] if history else 0.0
     card_metrics = {**({"class_consistency": metrics["class_consistency"]} if "class_consistency" in metrics else {}),
                     "fd_1000_samples": metrics["fd"], "fd_1000_real_train_images": metrics["fd_real"],
-                    "mean_confidence": metrics["mean_confidence"],
-                    "train_minutes": round(history[-1]["minutes"], 2) if history else 0.0}
+                    "mean_confidence": metrics["mean_confidence"], "train_minutes": round(minutes, 2)}
     table = "\n".join(f"| {h['step']} | {h['minutes']:.1f} | {h['d']:.3f} | {h['g']:.3f} | {h['real']:.2f} | "
                       f"{h['fake']:.2f} |" for h in history)
     extra = (
@@ -178,12 +183,12 @@ def write_gan_card(folder: Path, model: DCGAN, metrics: dict[str, Any], history:
         f"features; `fd_1000_real_train_images`: the same for 1,000 real training images (the floor at this "
         f"sample size). Confidence histogram (top-class probability, 10 bins over [0, 1]): "
         f"{metrics['confidence_histogram']}; predicted classes: {metrics['predicted_class_counts']}.\n\n"
-        f"Training: {step} steps of batch {args.batch_size} ({step * args.batch_size / n_images:.1f} epochs of the "
-        f"{n_images:,} training images), Adam (beta1 0.5) lr {args.lr_g} (G) / {args.lr_d} (D), non-saturating "
-        f"loss, spectral norm in D, generator EMA {args.ema}; {history[-1]['minutes'] if history else 0:.1f} min on "
-        f"the CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, fp32), "
-        f"{n_params / 1e3:.0f}k parameters (generator and discriminator), stored as fp16.\n\n"
-        f"| step | minutes | D loss | G loss | D(x) | D(G(z)) |\n|---|---|---|---|---|---|\n{table}\n")
+        f"Training: {step} steps of batch {info['batch_size']} ({step * info['batch_size'] / info['n_images']:.1f} "
+        f"epochs of the {info['n_images']:,} training images), Adam (beta1 0.5) lr {info['lr_g']} (G) / "
+        f"{info['lr_d']} (D), non-saturating loss, spectral norm in D, generator EMA {info['ema']}; {minutes:.1f} "
+        f"min of wall time on a shared CPU ({platform.processor() or platform.machine()}, {info['threads']} torch "
+        f"thread(s), fp32), {info['n_params'] / 1e3:.0f}k parameters (generator and discriminator), stored as "
+        f"fp16.\n\n| step | minutes | D loss | G loss | D(x) | D(G(z)) |\n|---|---|---|---|---|---|\n{table}\n")
     description = (f"{'Class-conditional ' if c.num_classes else ''}DCGAN: a generator (noise {c.noise_dim}-d"
                    f"{f' + {c.embed_dim}-d class embedding' if c.num_classes else ''} -> 7x7x{2 * c.g_width} -> two "
                    f"stride-2 transposed convs with BatchNorm/ReLU -> 28x28) against a strided-conv discriminator "
@@ -191,7 +196,7 @@ def write_gan_card(folder: Path, model: DCGAN, metrics: dict[str, Any], history:
                    f"trained with the non-saturating GAN loss on Fashion-MNIST.")
     weights.write_card(folder, folder.name, description=description, metrics=card_metrics,
                        dataset="fashion_mnist", dataset_name="Fashion-MNIST", task_type="unconditional-image-generation",
-                       command="python -m training.gan " + " ".join(sys.argv[1:]), extra=extra,
+                       command=info["command"], extra=extra,
                        tags=["gan", "dcgan", "image-generation", "fashion-mnist"])
 
 
@@ -205,7 +210,16 @@ def evaluate_command(args: argparse.Namespace) -> None:
         fail(f"could not load {folder} as a DCGAN: {type(e).__name__}: {str(e)[:200]}")
     if args.samples < 2:
         fail("--samples must be at least 2")
-    print_json({"weights": str(folder), "config": asdict(model.config), **evaluate_model(model, args.data, args.samples)})
+    info = None
+    if args.update_card:
+        path = Path(args.update_card) / "card.json"
+        if not path.is_file():
+            fail(f"{path} not found: --update-card needs the checkpoint folder of the run that trained the model")
+        info = json.loads(path.read_text())
+    metrics = evaluate_model(model, args.data, args.samples)
+    print_json({"weights": str(folder), "config": asdict(model.config), **metrics})
+    if info:
+        write_gan_card(folder, model, metrics, info)
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -217,7 +231,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--g-width", type=int, default=64)
     p.add_argument("--d-width", type=int, default=32)
     p.add_argument("--unconditional", action="store_true", help="no class input")
-    p.add_argument("--ema", type=float, default=0.999, help="decay of the generator's moving average")
+    p.add_argument("--ema", type=float, default=0.99, help="decay of the generator's moving average (time constant 1/(1-decay) steps: keep it well below the run length)")
     p.add_argument("--ema-start", type=int, default=200, help="steps before the average starts (copied until then)")
     p.add_argument("--data", default=None, help="folder with the Fashion-MNIST idx files (default: Debian's)")
     p.add_argument("--limit", type=int, default=None, help="use only this many training images (smoke runs)")
@@ -233,6 +247,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True)
     p.add_argument("--data", default=None)
     p.add_argument("--samples", type=int, default=SAMPLES)
+    p.add_argument("--update-card", metavar="CHECKPOINT_DIR", default=None,
+                   help="rewrite the weights folder's model card with these measurements (run info from the folder)")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ and that classifier's confidence histogram (``training.gen_eval``).
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 from pathlib import Path
@@ -185,31 +186,62 @@ def train(args: argparse.Namespace) -> None:
     model.eval()
     folder = Path(args.weights_out) if args.weights_out else weights.local_dir(name)
     weights.save(model, folder)
+    info = {"command": "python -m training.vae " + " ".join(sys.argv[1:]), "history": result.history,
+            "steps_done": result.steps_done, "minutes": total_minutes(result.history), "n_params": n_params,
+            "steps_per_epoch": steps_per_epoch, "batch_size": args.batch_size, "lr": args.lr,
+            "iw_samples": args.iw_samples, "threads": torch.get_num_threads()}
+    save_run_info(out_dir, info)
     metrics = evaluate_model(model, args.data, iw_samples=args.iw_samples)
     print_json(metrics)
-    write_vae_card(folder, model, metrics, result, n_params, steps_per_epoch, args)
+    write_vae_card(folder, model, metrics, info)
     print(f"wrote {folder}", flush=True)
     if args.push_to_hub:
         print(push_to_hub(folder, args.push_to_hub))
 
 
-def write_vae_card(folder: Path, model: VAE, metrics: dict[str, Any], result: Any, n_params: int,
-                   steps_per_epoch: int, args: argparse.Namespace) -> None:
+def total_minutes(history: list[dict[str, float]]) -> float:
+    """Wall time over all resumed segments (each segment's history restarts its clock at 0)."""
+    total, last = 0.0, 0.0
+    for h in history:
+        if h["minutes"] < last:
+            total += last
+        last = h["minutes"]
+    return round(total + last, 2)
+
+
+def segments(history: list[dict[str, float]]) -> str:
+    """' in N runs ...' when training was interrupted (time budget) and resumed from its checkpoint."""
+    n = 1 + sum(b["minutes"] < a["minutes"] for a, b in zip(history, history[1:]))
+    return f" in {n} runs of the same command (each resumed from the checkpoint)" if n > 1 else ""
+
+
+def save_run_info(out_dir: Path, info: dict[str, Any]) -> None:
+    """What the model card says about training, kept beside the checkpoint so ``evaluate --update-card``
+    can rewrite the card after re-measuring (e.g. with a retrained evaluation classifier)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".card.json.tmp"
+    tmp.write_text(json.dumps(info, indent=1))
+    tmp.replace(out_dir / "card.json")
+
+
+def write_vae_card(folder: Path, model: VAE, metrics: dict[str, Any], info: dict[str, Any]) -> None:
     c = model.config
-    iw = next(k for k in metrics if k.startswith("nll_iw")) if args.iw_samples else None
+    iw_n = info["iw_samples"]
+    iw = f"nll_iw{iw_n}" if iw_n else None
     card_metrics = {"neg_elbo_nats": metrics["neg_elbo"], "recon_bce_nats": metrics["recon_bce"],
                     "kl_nats": metrics["kl"], "recon_mse": metrics["recon_mse"],
                     **({f"{iw}_nats": metrics[iw]} if iw else {}),
                     "fd_1000_samples": metrics["fd"], "fd_1000_real_train_images": metrics["fd_real"],
-                    "mean_confidence": metrics["mean_confidence"], "train_minutes": round(result.minutes, 2)}
+                    "mean_confidence": metrics["mean_confidence"], "train_minutes": info["minutes"]}
     history = "\n".join(f"| {h['step']} | {h['minutes']:.1f} | {h['train_loss']:.2f} | {h['val_neg_elbo']:.2f} | "
-                        f"{h['val_kl']:.2f} |" for h in result.history)
+                        f"{h['val_kl']:.2f} |" for h in info["history"])
+    steps = info["steps_done"]
     extra = (
         f"All numbers on the 10,000 Fashion-MNIST test images, pixels scaled to [0, 1]. `neg_elbo_nats` is the "
         f"negative ELBO per image (recon + KL, with beta = 1 whatever beta trained the model; lower is better), "
         f"one posterior sample per image; the Bernoulli likelihood is applied to grey values (binary "
         f"cross-entropy), as usual for Fashion-MNIST VAEs, so it is a relative number, not a density of "
-        f"continuous images. {f'`{iw}_nats` is the importance-weighted bound (Burda et al.) with {args.iw_samples} samples. ' if iw else ''}"
+        f"continuous images. {f'`{iw}_nats` is the importance-weighted bound (Burda et al.) with {iw_n} samples. ' if iw else ''}"
         f"`recon_mse` is the per-pixel squared error of the decoder mean at the posterior mean.\n\n"
         f"Samples: decoder means of 1,000 draws z ~ N(0, I). `fd_1000_samples` is the Frechet distance between "
         f"their features and the 10,000 test images' in the evaluation classifier (`weights/evalnet-fashion`, "
@@ -217,12 +249,12 @@ def write_vae_card(folder: Path, model: VAE, metrics: dict[str, Any], result: An
         f"images (the floor at this sample size). Classifier confidence histogram (top-class probability, "
         f"10 bins over [0, 1]): {metrics['confidence_histogram']}; predicted classes: "
         f"{metrics['predicted_class_counts']}.\n\n"
-        f"Training: {result.steps_done} steps of batch {args.batch_size} ({result.steps_done / steps_per_epoch:.1f} "
-        f"epochs of the 55,000 training images not held out for validation), AdamW lr {args.lr}, cosine schedule, "
-        f"beta {c.beta}; best of the per-epoch validation checks; {result.minutes:.1f} min on the CPU "
-        f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, fp32), "
-        f"{n_params / 1e6:.2f}M parameters, stored as fp16.\n\n"
-        f"| step | minutes | train loss | val -ELBO | val KL |\n|---|---|---|---|---|\n{history}\n")
+        f"Training: {steps} steps of batch {info['batch_size']} ({steps / info['steps_per_epoch']:.1f} "
+        f"epochs of the 55,000 training images not held out for validation), AdamW lr {info['lr']}, cosine "
+        f"schedule, beta {c.beta:g}; the checkpoint is the best of the per-epoch validation checks; "
+        f"{info['minutes']:.1f} min of wall time{segments(info['history'])} on a shared CPU ({platform.processor() or platform.machine()}, "
+        f"{info['threads']} torch thread(s), fp32), {info['n_params'] / 1e6:.2f}M parameters, stored as fp16.\n\n"
+        f"| step | minutes (per run segment) | train loss | val -ELBO | val KL |\n|---|---|---|---|---|\n{history}\n")
     description = (f"Convolutional VAE (two stride-2 convs + a {c.hidden}-unit layer to a {c.latent_dim}-d Gaussian "
                    f"posterior; mirror-image transposed-conv decoder with Bernoulli pixel logits) trained with "
                    f"beta = {c.beta:g} on Fashion-MNIST." +
@@ -231,8 +263,7 @@ def write_vae_card(folder: Path, model: VAE, metrics: dict[str, Any], result: An
                    (" Its 2-d latent space is the tab's clickable latent map." if c.latent_dim == 2 else ""))
     weights.write_card(folder, folder.name, description=description, metrics=card_metrics,
                        dataset="fashion_mnist", dataset_name="Fashion-MNIST", task_type="unconditional-image-generation",
-                       command="python -m training.vae " + " ".join(sys.argv[1:]), extra=extra,
-                       tags=["vae", "image-generation", "fashion-mnist"])
+                       command=info["command"], extra=extra, tags=["vae", "image-generation", "fashion-mnist"])
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -251,8 +282,17 @@ def evaluate_command(args: argparse.Namespace) -> None:
     model = load_folder(args.weights)
     if args.samples < 2:
         fail("--samples must be at least 2")
+    info = None
+    if args.update_card:
+        path = Path(args.update_card) / "card.json"
+        if not path.is_file():
+            fail(f"{path} not found: --update-card needs the checkpoint folder of the run that trained the model")
+        info = json.loads(path.read_text())
+    metrics = evaluate_model(model, args.data, args.samples, info["iw_samples"] if info else args.iw_samples)
     print_json({"weights": str(args.weights), "beta": model.config.beta, "latent_dim": model.config.latent_dim,
-                **evaluate_model(model, args.data, args.samples, args.iw_samples)})
+                **metrics})
+    if info:
+        write_vae_card(Path(args.weights), model, metrics, info)
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -280,6 +320,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None)
     p.add_argument("--samples", type=int, default=SAMPLES)
     p.add_argument("--iw-samples", type=int, default=32)
+    p.add_argument("--update-card", metavar="CHECKPOINT_DIR", default=None,
+                   help="rewrite the weights folder's model card with these measurements (run info from the folder)")
 
 
 def main() -> None:
