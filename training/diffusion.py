@@ -267,7 +267,8 @@ def write_card(folder: Path, dataset: str, metrics: dict[str, Any], info: dict[s
         f"({info['steps_done'] * info['batch_size'] / info['images']:.1f} epochs of {info['images']} images), AdamW "
         f"lr {info['lr']} (warm-up, cosine), label dropout 0.1 (null class), EMA of the weights (shipped), "
         f"{info['minutes']} min on the CPU ({platform.processor() or platform.machine()}, {info['threads']} torch "
-        f"thread(s), shared with other jobs), {info['params_m']}M parameters. Config: `{json.dumps(model_cfg)}`")
+        f"thread(s), shared with other jobs), {info['params_m']}M parameters. Config: `{json.dumps(model_cfg)}`"
+        + (f"\n\n{info['notes']}" if info.get("notes") else ""))
     weights.write_card(
         folder, folder.name,
         description=(f"Class-conditional DDPM (epsilon prediction, {model_cfg['beta_schedule']} schedule, "
