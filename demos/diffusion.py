@@ -229,6 +229,6 @@ def build() -> None:
     event = run.click(generate, [dataset, class_name, sampler, steps, eta, guidance, seed, n_images],
                       [live, progress, frames, scrubber, view, grid, gif], api_name="diffusion_generate",
                       concurrency_limit=1, concurrency_id="diffusion")
-    stop.click(None, cancels=[event], api_name=False)
+    stop.click(None, cancels=[event])
     scrubber.change(scrub, [frames, scrubber], [view, view_caption], api_name="diffusion_scrub",
                     show_progress="hidden")
