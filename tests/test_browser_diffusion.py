@@ -9,7 +9,7 @@ pytestmark = pytest.mark.skipif(not weights.available("ddpm-fashion"), reason="d
 
 
 def _set_number(panel, label: str, value: int) -> None:
-    box = panel.get_by_label(label)  # a slider's number box
+    box = panel.get_by_role("spinbutton", name=f"number input for {label}")  # the slider's number box
     box.fill(str(value))
     box.press("Enter")
 
