@@ -105,10 +105,32 @@ def page(browser, app_url):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
     pg.set_default_timeout(60_000)
-    pg.goto(app_url, wait_until="networkidle")
+    _track_requests(pg)
+    pg.goto(app_url, wait_until="load")
+    settle(pg)
     pg.wait_for_selector("[role=tab]")
     yield pg
     context.close()
+
+
+def _track_requests(page) -> None:
+    page._zoo_pending = set()
+    page.on("request", lambda r: page._zoo_pending.add(r))
+    page.on("requestfinished", lambda r: page._zoo_pending.discard(r))
+    page.on("requestfailed", lambda r: page._zoo_pending.discard(r))
+
+
+def settle(page, quiet_ms: int = 500, timeout_ms: int = 60_000) -> None:
+    """Wait until no request has been in flight for ``quiet_ms``: Playwright's "networkidle", except that
+    gradio's heartbeat stream (open for the whole visit when a tab has gr.State) does not count."""
+    quiet = 0
+    for _ in range(timeout_ms // 100):
+        busy = [r for r in page._zoo_pending if "/heartbeat/" not in r.url]
+        quiet = 0 if busy else quiet + 100
+        if quiet >= quiet_ms:
+            return
+        page.wait_for_timeout(100)
+    raise TimeoutError(f"requests still in flight after {timeout_ms} ms: {[r.url for r in busy][:5]}")
 
 
 def _open_tab(page, name: str):
@@ -124,7 +146,7 @@ def _open_tab(page, name: str):
         page.locator(".overflow-dropdown button", has_text=label).first.click()
     panel = page.locator("[role=tabpanel]:visible").first
     panel.wait_for(state="visible")
-    page.wait_for_load_state("networkidle")
+    settle(page)
     return panel
 
 

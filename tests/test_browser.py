@@ -6,6 +6,7 @@ import importlib
 from pathlib import Path
 
 import demos
+from conftest import settle
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
@@ -36,5 +37,5 @@ def test_about_tab_shows_every_model(page, open_tab):
         assert name in text
     assert "not trained yet" in text or all(weights.available(n) for n in weights.MODELS)
     panel.get_by_role("button", name="Refresh").click()  # the button's event answers without an error
-    page.wait_for_load_state("networkidle")
+    settle(page)
     assert not page.locator(".toast-body.error").count()

@@ -13,8 +13,9 @@ pytestmark = pytest.mark.skipif(not any(map(weights.available, tab.MODELS.values
 def test_generation_streams_in_the_browser(page, open_tab):
     panel = open_tab("textgen")
     panel.get_by_label("Prompt").fill("ROMEO:\n")
-    panel.get_by_label("New characters").fill("600")  # the slider's number box
-    panel.get_by_label("New characters").press("Enter")
+    length = panel.get_by_role("spinbutton", name="number input for New characters")  # the slider's number box
+    length.fill("600")
+    length.press("Enter")
     panel.get_by_role("button", name="Generate").click()
     output = panel.get_by_label("Generated text")
     # Streaming: the box shows the prompt plus *some* text before generation is finished ...
