@@ -66,6 +66,7 @@ def train(args: argparse.Namespace) -> None:
     model, history, step = run(args, images, labels)
     folder = Path(args.weights_out) if args.weights_out else weights.local_dir(NAME)
     weights.save(model, folder)
+    model = DCGAN.from_pretrained(str(folder)).eval()  # measure what ships: the fp16-stored weights
     info = {"command": "python -m training.gan " + " ".join(sys.argv[1:]), "history": history, "steps_done": step,
             "n_images": len(images), "n_params": sum(p.numel() for p in model.parameters()),
             "batch_size": args.batch_size, "lr_g": args.lr_g, "lr_d": args.lr_d, "ema": args.ema,
@@ -188,7 +189,7 @@ def write_gan_card(folder: Path, model: DCGAN, metrics: dict[str, Any], info: di
         f"{info['lr_d']} (D), non-saturating loss, spectral norm in D, generator EMA {info['ema']}; {minutes:.1f} "
         f"min of wall time on a shared CPU ({platform.processor() or platform.machine()}, {info['threads']} torch "
         f"thread(s), fp32), {info['n_params'] / 1e3:.0f}k parameters (generator and discriminator), stored as "
-        f"fp16.\n\n| step | minutes | D loss | G loss | D(x) | D(G(z)) |\n|---|---|---|---|---|---|\n{table}\n")
+        f"fp16.{' ' + info['note'] if info.get('note') else ''}\n\n| step | minutes | D loss | G loss | D(x) | D(G(z)) |\n|---|---|---|---|---|---|\n{table}\n")
     description = (f"{'Class-conditional ' if c.num_classes else ''}DCGAN: a generator (noise {c.noise_dim}-d"
                    f"{f' + {c.embed_dim}-d class embedding' if c.num_classes else ''} -> 7x7x{2 * c.g_width} -> two "
                    f"stride-2 transposed convs with BatchNorm/ReLU -> 28x28) against a strided-conv discriminator "

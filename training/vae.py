@@ -186,6 +186,7 @@ def train(args: argparse.Namespace) -> None:
     model.eval()
     folder = Path(args.weights_out) if args.weights_out else weights.local_dir(name)
     weights.save(model, folder)
+    model = VAE.from_pretrained(str(folder)).eval()  # measure what ships: the fp16-stored weights
     info = {"command": "python -m training.vae " + " ".join(sys.argv[1:]), "history": result.history,
             "steps_done": result.steps_done, "minutes": total_minutes(result.history), "n_params": n_params,
             "steps_per_epoch": steps_per_epoch, "batch_size": args.batch_size, "lr": args.lr,
