@@ -166,7 +166,7 @@ def generate(dataset: str = "Fashion-MNIST", class_name: str = "sneaker", sample
     status = (f"Done: {n_images} {what} image(s), {sampler} {total} steps"
               f"{f', eta {eta:g}' if kind == 'ddim' else ''}, guidance {guidance:g}, seed {seed}. "
               f"{len(frames)} steps stored for the slider.")
-    slider = gr.Slider(minimum=0, maximum=len(frames) - 1, value=len(frames) - 1, step=1, interactive=True)
+    slider = gr.Slider(minimum=0, maximum=max(1, len(frames) - 1), value=len(frames) - 1, step=1, interactive=True)
     yield (side_by_side(final["x_t"], final["x0"]), status, frames, slider, side_by_side(final["x_t"], final["x0"]),
            final["x_t"], write_gif(frames))
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageOps
 
 import weights
-from demos.common import load_model, to_rgb, weights_status
+from demos.common import ImageInput, SketchpadInput, load_model, to_rgb, weights_status
 from models.generative import slerp
 
 TITLE = "Generative models"
@@ -289,11 +289,11 @@ def build() -> None:
 
     gr.Markdown("### Reconstruct a drawing")
     with gr.Row():
-        sketch = gr.Sketchpad(label="Draw a garment: pick the brush, then draw (dark ink)", type="pil", canvas_size=(280, 280),
+        sketch = SketchpadInput(label="Draw a garment: pick the brush, then draw (dark ink)", type="pil", canvas_size=(280, 280),
                               brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"), height=340,
                               elem_id="gen-sketch")
         with gr.Column():
-            upload = gr.Image(label="...or upload an image (used instead of the drawing)", type="pil",
+            upload = ImageInput(label="...or upload an image (used instead of the drawing)", type="pil",
                               sources=["upload", "clipboard"], height=200)
             r_model = gr.Radio(VAES, value="VAE", label="Model")
             r_run = gr.Button("Reconstruct", variant="primary")
@@ -319,8 +319,8 @@ def build() -> None:
                 i_class_b = gr.Dropdown(CLASSES, value="ankle boot", label="Class B (DCGAN)")
         with gr.Column(scale=2):
             with gr.Row():
-                i_image_a = gr.Image(label="Image A", type="pil", sources=["upload", "clipboard"], height=160)
-                i_image_b = gr.Image(label="Image B", type="pil", sources=["upload", "clipboard"], height=160)
+                i_image_a = ImageInput(label="Image A", type="pil", sources=["upload", "clipboard"], height=160)
+                i_image_b = ImageInput(label="Image B", type="pil", sources=["upload", "clipboard"], height=160)
             i_run = gr.Button("Interpolate", variant="primary")
             i_strip = gr.Image(label="Interpolation A -> B", interactive=False, format="png", elem_id="gen-strip")
     i_run.click(interpolate, [i_mode, i_model, i_seed_a, i_seed_b, i_frames, i_class_a, i_class_b, i_image_a,
@@ -346,4 +346,5 @@ def build() -> None:
                                elem_id="gen-point")
             m_z = gr.Markdown()
     m_draw.click(latent_map, m_cells, m_map, api_name="latent_map")
-    m_map.select(decode_point, None, [m_point, m_z], api_name="decode_point")
+    # a click carries gr.SelectData, which API clients cannot send: the event is UI-only
+    m_map.select(decode_point, None, [m_point, m_z], api_name="decode_point", api_visibility="private")
