@@ -14,55 +14,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from bench.common import AppStartError, app_server
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------- the server
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serve(log_path: Path, timeout: float = 240) -> Iterator[tuple[str, int]]:
     """``python app.py`` on 127.0.0.1 in a subprocess; yields (url, pid) once it answers."""
-    import requests
-    port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.time() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"error: the app exited with {proc.returncode}; see {log_path}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(url, timeout=2).status_code == 200:
-                    break
-            if time.time() > deadline:
-                raise SystemExit(f"error: the app did not answer within {timeout:.0f}s; see {log_path}")
-            time.sleep(0.5)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with app_server(log_path, timeout=timeout) as (url, proc):
+            yield url, proc.pid
+    except AppStartError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def listening_pid(port: int) -> int | None:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-import requests
+
+from bench.common import AppStartError, app_server, free_port  # noqa: F401 (free_port: used by test_torchrun)
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -33,46 +30,15 @@ def registry(tmp_path, monkeypatch):
     return weights
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serve_app(name: str = "app", env: dict[str, str] | None = None) -> Iterator[str]:
     """``python app.py --port P`` on 127.0.0.1 in a subprocess; yields its URL once it answers HTTP."""
-    port = free_port()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log_path = ARTIFACTS / f"{name}.log"
-    full_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("GRADIO_SERVER_PORT", None)
-    full_env.pop("GRADIO_SERVER_NAME", None)
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.time() + APP_START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                if requests.get(url, timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"app did not answer within {APP_START_TIMEOUT}s:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with app_server(ARTIFACTS / f"{name}.log", env, APP_START_TIMEOUT) as (url, _):
+            yield url
+    except AppStartError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="session")
