@@ -6,6 +6,7 @@ TABS: list[str] = [
     "textgen",
     "recommend",
     "classify",
+    "detect",
     "generative",
     "diffusion",
 ]
