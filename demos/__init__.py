@@ -9,4 +9,5 @@ TABS: list[str] = [
     "detect",
     "generative",
     "diffusion",
+    "caption",
 ]
