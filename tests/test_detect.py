@@ -1,0 +1,249 @@
+"""The detector: box coding, assignment and losses, NMS in postprocess, the VOC / torchmetrics AP
+(against APs computed by hand), the tab's functions, and (with ../shared) the VOC reader and evaluate CLI."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import gradio as gr
+import pytest
+import torch
+
+import weights
+from models.detect import YOLO, YOLOConfig, detect, letterbox
+from training import detect as train_detect
+from training.common import default_data
+
+ROOT = Path(__file__).resolve().parent.parent
+VOC = default_data("VOCdevkit/VOC2007")
+needs_voc = pytest.mark.skipif(not (VOC / "Annotations").is_dir(), reason="VOC2007 not in ../shared/datasets")
+needs_weights = pytest.mark.skipif(not weights.available("yolo-voc"), reason="yolo-voc not trained yet")
+SIZE = (64, 64)
+torch.set_num_threads(1)  # two threads on a shared 2-core box spin-wait each other (as in test_loop)
+
+
+def tiny() -> YOLO:
+    torch.manual_seed(0)
+    return YOLO(YOLOConfig(compact_widths=[8, 16, 32], stage_widths=[16, 16], neck_width=16, head_width=16,
+                           image_size=64, level_limits=[16.0, 32.0])).eval()
+
+
+def encode(model: YOLO, boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Raw outputs that decode to exactly ``boxes`` (one cell each, the stride-8 cell nearest the box
+    centre) with scores ``scores``; every other cell scores ~0."""
+    points, strides = model.grid(SIZE)
+    raw = torch.full((1, len(points), 5 + model.config.num_classes), -20.0)
+    r, a = model.config.offset_range, model.config.anchor
+    used = set()
+    for box, label, score in zip(boxes, labels, scores):
+        centre, wh = (box[:2] + box[2:]) / 2, box[2:] - box[:2]
+        dist = ((points - centre).abs().max(1).values + 1e3 * (strides != 8)).clone()
+        dist[list(used)] = float("inf")
+        j = int(dist.argmin())
+        used.add(j)
+        raw[0, j, :2] = torch.logit(((centre - points[j]) / strides[j] + r) / (2 * r))
+        raw[0, j, 2:4] = torch.log(wh / (a * strides[j]))
+        raw[0, j, 4] = 20.0
+        raw[0, j, 5 + int(label)] = torch.logit(torch.tensor(float(score)))
+    return raw
+
+
+# --------------------------------------------------------------------------- model
+
+def test_decode_inverts_encode_and_perfect_predictions_cost_nothing():
+    model = tiny()
+    boxes = torch.tensor([[4.0, 6.0, 20.0, 18.0], [30.0, 28.0, 44.0, 46.0]])
+    raw = encode(model, boxes, torch.tensor([3, 7]), torch.tensor([0.9, 0.8]))
+    decoded = model.decode(raw, SIZE)[0]
+    hit = raw[0, :, 4] > 0
+    assert torch.allclose(decoded[hit], boxes, atol=1e-3)
+    idx = model.assign(boxes, SIZE)  # every assigned cell must lie within `radius` strides of its box centre
+    points, strides = model.grid(SIZE)
+    centre = (boxes[idx[idx >= 0]][:, :2] + boxes[idx[idx >= 0]][:, 2:]) / 2
+    assert ((points[idx >= 0] - centre).abs() < model.config.radius * strides[idx >= 0, None]).all()
+    assert set(idx[idx >= 0].tolist()) == {0, 1}
+
+
+def test_offsets_are_bounded_and_sizes_log_space():
+    model = tiny()
+    points, strides = model.grid(SIZE)
+    raw = torch.zeros(1, len(points), 25)
+    raw[..., :2] = 1e4  # saturated offsets stop at offset_range cells
+    raw[..., 2:4] = math.log(2.0)
+    boxes = model.decode(raw, SIZE)[0]
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    assert torch.allclose(centre - points, model.config.offset_range * strides[:, None].expand(-1, 2), atol=1e-3)
+    assert torch.allclose(boxes[:, 2] - boxes[:, 0], 2 * model.config.anchor * strides, rtol=1e-4)
+
+
+def test_training_reduces_the_loss():
+    model = tiny().train()
+    x = torch.rand(2, 3, 64, 64)
+    targets = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 48.0]]), "labels": torch.tensor([14])},
+               {"boxes": torch.tensor([[2.0, 30.0, 14.0, 44.0], [20.0, 4.0, 62.0, 60.0]]),
+                "labels": torch.tensor([7, 11])}]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        loss = model.loss(model(x), targets, SIZE)
+        opt.zero_grad()
+        loss["loss"].backward()
+        opt.step()
+        losses.append(loss["loss"].item())
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_postprocess_nms_on_hand_made_boxes():
+    model = tiny()
+    boxes = torch.tensor([[10.0, 10.0, 30.0, 30.0],   # person 0.9
+                          [11.0, 10.0, 31.0, 30.0],   # person 0.8, IoU 0.9 with the first: suppressed
+                          [10.0, 11.0, 30.0, 31.0],   # dog 0.7 on the same spot: another class, kept
+                          [40.0, 40.0, 60.0, 60.0],   # person 0.6, far away: kept
+                          [18.0, 10.0, 38.0, 30.0],   # person 0.5, IoU 12/28 = 0.43 with the first
+                          [44.0, 8.0, 56.0, 20.0]])   # person 0.1: under the score threshold
+    labels = torch.tensor([14, 14, 11, 14, 14, 14])
+    raw = encode(model, boxes, labels, torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.1]))
+    det = model.postprocess(raw, SIZE, score_threshold=0.25, nms_iou=0.5)[0]
+    assert torch.allclose(det["scores"], torch.tensor([0.9, 0.7, 0.6, 0.5]), atol=1e-3)
+    assert det["labels"].tolist() == [14, 11, 14, 14]
+    assert torch.allclose(det["boxes"], boxes[[0, 2, 3, 4]], atol=1e-3)
+    stricter = model.postprocess(raw, SIZE, score_threshold=0.25, nms_iou=0.4)[0]  # 0.43 > 0.4: merged
+    assert stricter["scores"].tolist() == pytest.approx([0.9, 0.7, 0.6], abs=1e-3)
+    low = model.postprocess(raw, SIZE, score_threshold=0.05, nms_iou=0.5)[0]
+    assert len(low["scores"]) == 5 and low["scores"][-1] == pytest.approx(0.1, abs=1e-3)
+    assert len(model.postprocess(raw, SIZE, score_threshold=0.95)[0]["scores"]) == 0
+
+
+def test_letterbox_and_detect_map_back_to_the_image():
+    model = tiny()
+    image = torch.rand(3, 50, 120)
+    square, scale, (h, w) = letterbox(image, 64)
+    assert square.shape == (3, 64, 64) and (h, w) == (27, 64) and scale == pytest.approx(64 / 120)
+    assert (square[:, h:] == 0.5).all()
+    det = detect(model, image, score_threshold=0.0, nms_iou=0.5)
+    assert len(det["boxes"]) > 0
+    assert (det["boxes"][:, 0::2] <= 120).all() and (det["boxes"][:, 1::2] <= 50).all() and (det["boxes"] >= 0).all()
+
+
+# --------------------------------------------------------------------------- metrics
+
+def hand_made_case():
+    """Class 0: image A has g1 and g2 (difficult), image B has g3 and g4: 3 positives. Detections by
+    score: d1 on g1 (TP), d2 on nothing in B (FP), d3 on g2 (difficult: ignored), d4 on g3 (TP), d5 a
+    duplicate of g1 (FP); g4 is missed. Class 1: one box in B, found exactly (AP 1)."""
+    gts = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]]),
+            "labels": torch.tensor([0, 0]), "difficult": torch.tensor([False, True])},
+           {"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0], [70.0, 0.0, 90.0, 20.0]]),
+            "labels": torch.tensor([0, 0, 1]), "difficult": torch.tensor([False, False, False])}]
+    preds = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0], [1.0, 0.0, 10.0, 10.0]]),
+              "scores": torch.tensor([0.9, 0.7, 0.5]), "labels": torch.tensor([0, 0, 0])},
+             {"boxes": torch.tensor([[40.0, 40.0, 45.0, 45.0], [0.0, 1.0, 10.0, 10.0], [70.0, 0.0, 90.0, 20.0]]),
+              "scores": torch.tensor([0.8, 0.6, 0.3]), "labels": torch.tensor([0, 0, 1])}]
+    return preds, gts
+
+
+def test_ap_matches_hand_computed_values():
+    preds, gts = hand_made_case()
+    # class 0, difficult match dropped: TP FP TP FP -> recall 1/3 1/3 2/3 2/3, precision 1 1/2 2/3 1/2
+    voc = train_detect.voc_eval(preds, gts, 2)
+    assert voc["ap"][0] == pytest.approx(1 / 3 * 1 + 1 / 3 * 2 / 3)           # all-point: 5/9
+    assert voc["ap07"][0] == pytest.approx((4 * 1 + 3 * 2 / 3) / 11)          # 11-point: t<=0.3 -> 1, 0.4-0.6 -> 2/3
+    assert voc["ap"][1] == pytest.approx(1.0) and voc["ap07"][1] == pytest.approx(1.0)
+    report = train_detect.detection_metrics(preds, gts, ["a", "b"])
+    # COCO's 101 recall points: 0.00-0.33 -> 1, 0.34-0.66 -> 2/3, 0.67-1.00 -> 0 (difficult = crowd: ignored)
+    assert report["per_class_ap50"]["a"] == pytest.approx((34 + 33 * 2 / 3) / 101, abs=1e-4)
+    assert report["per_class_ap50"]["b"] == pytest.approx(1.0)
+    assert report["map50"] == pytest.approx(((34 + 22) / 101 + 1) / 2, abs=1e-4)
+    assert report["map50_voc"] == pytest.approx((5 / 9 + 1) / 2, abs=1e-4)
+    assert report["map50_voc07"] == pytest.approx((6 / 11 + 1) / 2, abs=1e-4)
+
+
+def test_perfect_and_empty_detections():
+    _, gts = hand_made_case()
+    perfect = [{"boxes": g["boxes"], "scores": torch.ones(len(g["labels"])), "labels": g["labels"]} for g in gts]
+    report = train_detect.detection_metrics(perfect, gts, ["a", "b"])
+    assert report["map50"] == pytest.approx(1.0) and report["map50_voc07"] == pytest.approx(1.0)
+    empty = [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}] * 2
+    report = train_detect.detection_metrics(empty, gts, ["a", "b"])
+    assert report["map50"] == 0.0 and report["map50_voc07"] == 0.0
+
+
+def test_parse_target_handles_single_and_difficult_objects():
+    one = {"annotation": {"object": {"name": "dog", "difficult": "1",
+                                     "bndbox": {"xmin": "11", "ymin": "21", "xmax": "50", "ymax": "60"}}}}
+    t = train_detect.parse_target(one)
+    assert t["boxes"].tolist() == [[10.0, 20.0, 50.0, 60.0]] and t["labels"].tolist() == [11]
+    assert t["difficult"].tolist() == [True]
+    assert len(train_detect.parse_target({"annotation": {}})["labels"]) == 0
+
+
+# --------------------------------------------------------------------------- tab
+
+def test_tab_rejects_bad_input():
+    from demos import detect as tab
+    with pytest.raises(gr.Error, match="provide an image"):
+        tab.detect_objects(None)
+    with pytest.raises(gr.Error, match="between 0 and 1"):
+        tab.detect_objects(tab.example_paths()[0], float("nan"))
+    with pytest.raises(gr.Error, match="Unknown class"):
+        tab.detect_objects(tab.example_paths()[0], 0.3, 0.5, ["zebra"])
+
+
+def test_tab_counts_and_drawing():
+    from PIL import Image
+
+    from demos import detect as tab
+    dets = [("person", 0.9, [10.0, 10.0, 50.0, 90.0]), ("dog", 0.8, [60.0, 50.0, 100.0, 90.0]),
+            ("person", 0.4, [70.0, 5.0, 95.0, 45.0])]
+    assert tab.counts(dets) == [["person", 2, 0.9], ["dog", 1, 0.8]]
+    image = Image.new("RGB", (2000, 1000), "white")
+    drawn = tab.draw(image, dets)
+    assert max(drawn.size) == tab.VIEW_SIZE and drawn.getpixel((799, 399)) == (255, 255, 255)
+    assert drawn.getpixel((round(10 * 0.4), round(80 * 0.4))) != (255, 255, 255)  # the person box's left edge
+
+
+@needs_weights
+def test_tab_on_example_photos():
+    from demos import detect as tab
+    street = next(p for p in tab.example_paths() if Path(p).stem == "street")
+    image, rows, summary = tab.detect_objects(street, 0.05, 0.5)
+    assert rows and sum(r[1] for r in rows) >= 1 and "object" in summary
+    only = tab.detect_objects(street, 0.05, 0.5, [rows[0][0]])[1]
+    assert [r[0] for r in only] == [rows[0][0]]
+    gray = next(p for p in tab.example_paths() if Path(p).stem == "cameraman-gray")
+    assert tab.detect_objects(gray, 0.3, 0.5)[0].mode == "RGB"
+    _, rows, summary = tab.detect_objects(street, 0.95, 0.5, ["sheep"])
+    assert rows == [] and "Nothing detected" in summary
+
+
+# --------------------------------------------------------------------------- data (needs ../shared)
+
+@needs_voc
+def test_voc_reader_and_augmentation():
+    import random
+    ds = train_detect.voc_dataset(VOC, "val")
+    assert len(ds) == 2510
+    image, annotation = ds[0]
+    t = train_detect.parse_target(annotation)
+    assert len(t["labels"]) >= 1 and (t["boxes"][:, 2] <= image.width).all()
+    x, boxes, kept = train_detect.augment(image, t["boxes"], 96, random.Random(0))
+    assert x.shape == (3, 96, 96) and len(boxes) == len(kept)
+    assert (boxes >= 0).all() and (boxes <= 96).all()
+
+
+@needs_voc
+@needs_weights
+def test_evaluate_cli_prints_one_json_line():
+    out = subprocess.run([sys.executable, "-m", "training.detect", "evaluate", "--weights", "weights/yolo-voc",
+                          "--limit", "24", "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["images"] == 24 and 0.0 <= report["map50"] <= 1.0 and len(report["per_class_ap50"]) == 20
+    assert {"map50_voc07", "map50_voc"} <= set(report)
+    bad = subprocess.run([sys.executable, "-m", "training.detect", "evaluate", "--weights", "weights/no-such"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not a weights folder" in bad.stderr
