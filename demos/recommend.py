@@ -7,6 +7,7 @@ movies similar to one. The logic lives in ``demos.recommend_service``; these fun
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from typing import Any, Optional
 
 import gradio as gr
@@ -47,13 +48,13 @@ def label(s: Recommender, item: int) -> str:
     return f"{title} [#{item + 1}]" if _duplicates(s).get(title, 0) > 1 else title
 
 
-_dups: dict[str, int] = {}
+_dups: Optional[Counter] = None
 
 
-def _duplicates(s: Recommender) -> dict[str, int]:
-    if not _dups:
-        for t in s.titles:
-            _dups[t] = _dups.get(t, 0) + 1
+def _duplicates(s: Recommender) -> Counter:
+    global _dups
+    if _dups is None:  # built whole, then published: concurrent first calls cannot double-count
+        _dups = Counter(s.titles)
     return _dups
 
 
