@@ -99,6 +99,14 @@ def detect_objects(image: Any, score: float = 0.3, nms_iou: float = 0.5,
     return draw(rgb, detections), rows, summary
 
 
+def on_image(image: Any, score: float = 0.3, nms_iou: float = 0.5,
+             classes: list[str] | None = None) -> tuple[Image.Image | None, list[list[Any]], str]:
+    """A new photo (uploaded, pasted or an example) is detected at once; a cleared one clears the outputs."""
+    if image is None:
+        return None, [], ""
+    return detect_objects(image, score, nms_iou, classes)
+
+
 def example_paths() -> list[str]:
     return sorted(str(p) for p in EXAMPLES_DIR.iterdir() if p.suffix in (".jpg", ".png"))
 
@@ -128,12 +136,11 @@ def build() -> None:
     inputs, outputs = [image, score, nms_iou, classes], [annotated, table, summary]
     examples = example_paths()
     if examples:
-        gr.Examples([[p, 0.3, 0.5, []] for p in examples], inputs, outputs=outputs, fn=detect_objects,
-                    label="Examples (scikit-image samples, two VOC val photos)", cache_examples=False,
-                    api_name="detect_example", run_on_click=True)
+        # An example only fills the photo; its change event below runs the detector with the current settings
+        gr.Examples([[p] for p in examples], [image], label="Examples (scikit-image samples, two VOC val photos)")
     common = {"concurrency_limit": 2, "concurrency_id": "detect"}
     run.click(detect_objects, inputs, outputs, api_name="detect", **common)
-    image.upload(detect_objects, inputs, outputs, api_name="detect_upload", **common)
+    image.change(on_image, inputs, outputs, api_name="detect_image", **common)  # upload, example, clear
     score.release(detect_objects, inputs, outputs, api_name="detect_score", **common)
     nms_iou.release(detect_objects, inputs, outputs, api_name="detect_nms", **common)
     classes.input(detect_objects, inputs, outputs, api_name="detect_classes", **common)

@@ -498,7 +498,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", action="store_true", help="ResNet-18 trunk from torchvision ImageNet weights")
     p.add_argument("--unfreeze", action="store_true", help="train the trunk too, on fresh augmentations")
     p.add_argument("--views", type=int, default=3, help="cached views per image (frozen trunk)")
-    p.add_argument("--epochs", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
