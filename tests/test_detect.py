@@ -247,3 +247,12 @@ def test_evaluate_cli_prints_one_json_line():
     bad = subprocess.run([sys.executable, "-m", "training.detect", "evaluate", "--weights", "weights/no-such"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not a weights folder" in bad.stderr
+
+
+def test_voc_paths_for_other_years_and_missing_splits(tmp_path):
+    folder = tmp_path / "VOCdevkit" / "VOC2012"
+    (folder / "JPEGImages").mkdir(parents=True)
+    assert train_detect.voc_root(folder, "2007") == (tmp_path, "2012")  # a VOC20xx folder names its year
+    assert train_detect.voc_root(tmp_path, "2012") == (tmp_path, "2012")
+    with pytest.raises(FileNotFoundError, match="VOC2012 'test'"):
+        train_detect.voc_dataset(folder, "test")
