@@ -124,7 +124,8 @@ def build() -> None:
                 with gr.Column(scale=1, min_width=200):
                     word = gr.Radio([], label="Word (click to see where it looked)")
                 with gr.Column(scale=2):
-                    heat = gr.Image(label="Attention for the chosen word", interactive=False, height=VIEW)
+                    heat = gr.Image(label="Attention for the chosen word", interactive=False, height=VIEW,
+                                    elem_id="caption-heat")
             gallery = gr.Gallery(label="Every word's attention", columns=6, height=220, interactive=False,
                                  type="filepath")
     outputs = [best, beams, word, heat, gallery]

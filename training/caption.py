@@ -33,6 +33,7 @@ from training.loop import TrainConfig, fit
 
 CACHE = ROOT / "data_cache"
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+TARGET_BLEU4 = 0.15  # the target on the test split
 SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt",
                "test": "Flickr_8k.testImages.txt"}
 
@@ -251,8 +252,10 @@ def train(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     model = build_captioner(args, vocab)
     model.encoder.requires_grad_(False)  # frozen: its grid is computed once and cached
+    init = Path(args.encoder_init).resolve() if args.encoder_init else None
+    shown = init.relative_to(ROOT) if init and init.is_relative_to(ROOT) else init
     encoder_source = ("torchvision ResNet-18 ImageNet weights" if args.pretrained else
-                      f"the CIFAR-10 compact net `{args.encoder_init}`" if args.encoder_init else "random init")
+                      f"the CIFAR-10 compact net `{shown}`" if init else "random init")
     print(f"{len(vocab)} words (min count {args.min_count}), grid {model.grid}x{model.grid}, "
           f"encoder from {encoder_source}; {torch.get_num_threads()} threads", flush=True)
     names = train_names + val_names + test_names
@@ -279,10 +282,15 @@ def train(args: argparse.Namespace) -> None:
         m.eval()
         losses = [caption_loss(m, val_set.collate(list(range(i, min(i + 100, len(val_set))))))
                   for i in range(0, len(val_set), 100)]
-        bleu = corpus_bleu(generate(m, val_feats), [references(r) for r in val_refs])
+        refs = [references(r) for r in val_refs]
+        greedy = corpus_bleu(generate(m, val_feats), refs)
+        hyps = generate(m, val_feats, args.beam_size, args.length_penalty, args.no_repeat_ngram)
+        bleu = corpus_bleu(hyps, refs)
         m.train()
+        # selection by the decoding that is reported (beam search); greedy BLEU and the length for context
         return {"val_loss": float(torch.stack(losses).mean()), "val_bleu1": bleu["bleu1"],
-                "val_bleu4": bleu["bleu4"]}
+                "val_bleu4": bleu["bleu4"], "val_bleu4_greedy": greedy["bleu4"],
+                "val_words": float(np.mean([len(h.split()) for h in hyps]))}
 
     n_params = sum(p.numel() for p in model.parameters())
     n_decoder = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("encoder"))
@@ -306,18 +314,19 @@ def train(args: argparse.Namespace) -> None:
 
     command = "python -m training.caption " + " ".join(sys.argv[1:])
     metrics = {**{k: report[k] for k in ("bleu1", "bleu2", "bleu3", "bleu4")},
-               "bleu4_greedy": greedy["bleu4"], "val_bleu4_greedy": round(result.best_metric, 4),
+               "bleu4_greedy": greedy["bleu4"], "val_bleu4": round(result.best_metric, 4),
                "train_minutes": round(result.minutes, 1)}
     history = "\n".join(f"| {h['step']} | {h['minutes']:.1f} | {h['train_loss']:.3f} | {h['val_loss']:.3f} | "
-                        f"{h['val_bleu4']:.4f} |" for h in result.history)
+                        f"{h['val_bleu4']:.4f} | {h.get('val_bleu4_greedy', float('nan')):.4f} |"
+                        for h in result.history)
     c = model.config
     extra = (f"BLEU on the 1,000 images of the standard Flickr8k test split (`{SPLIT_FILES['test']}`), corpus "
              f"BLEU with all 5 references per image (torchmetrics `BLEUScore`, lower-cased alphabetic words), "
              f"beam size {args.beam_size}, length penalty {args.length_penalty}, no-repeat n-gram "
              f"{args.no_repeat_ngram or 'off'}; measured on the fp16 weights read back from this folder "
              f"(fp32 before saving: BLEU-4 {fp32['bleu4']}). Greedy decoding: BLEU-1 {greedy['bleu1']}, "
-             f"BLEU-4 {greedy['bleu4']}. The checkpoint is the best of the evaluations below by greedy "
-             f"BLEU-4 on the 1,000 validation images (`{SPLIT_FILES['val']}`).\n\n"
+             f"BLEU-4 {greedy['bleu4']}. The checkpoint is the best of the evaluations below by "
+             f"BLEU-4 (beam {args.beam_size}) on the 1,000 validation images (`{SPLIT_FILES['val']}`).\n\n"
              f"Encoder: {encoder_source}, frozen (its {model.grid}x{model.grid} grid of "
              f"{model.encoder.channels}-channel features at {c.image_size}x{c.image_size} pixels is cached once). "
              f"Decoder: {c.layers} pre-norm layers, width {c.dim}, {c.heads} heads, MLP {c.ffn}, dropout "
@@ -330,7 +339,14 @@ def train(args: argparse.Namespace) -> None:
              f"{n_params / 1e6:.2f}M parameters ({n_decoder / 1e6:.2f}M in the decoder).\n\n"
              f"Test captions (beam {args.beam_size}) of the first three test images: "
              + "; ".join(f"*{s}*" for s in report["samples"]) + "\n\n"
-             f"| step | minutes | train loss | val loss | val BLEU-4 (greedy) |\n|---|---|---|---|---|\n{history}\n")
+             f"| step | minutes | train loss | val loss | val BLEU-4 (beam {args.beam_size}) | val BLEU-4 (greedy) |\n"
+             f"|---|---|---|---|---|---|\n{history}\n")
+    if report["bleu4"] < TARGET_BLEU4:
+        extra += (f"\n**Below target.** The issue's target is BLEU-4 >= {TARGET_BLEU4} (Show, Attend and Tell: "
+                  f"0.195 / 0.213 with ImageNet-pretrained encoders). This run had {result.minutes:.0f} CPU "
+                  f"minutes and a frozen encoder pre-trained only on 32x32 CIFAR-10 images; more compute would "
+                  f"buy an ImageNet-scale encoder (`--pretrained`, or pre-training on more data), fine-tuning "
+                  f"the encoder end-to-end with augmentation, larger input images and more epochs.\n")
     description = ("Image captioner: a convolutional encoder that keeps a spatial grid of features and a "
                    "Transformer decoder (causal self-attention, cross-attention to the grid), trained on "
                    "Flickr8k on a CPU.")
