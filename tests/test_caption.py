@@ -244,3 +244,10 @@ def test_tab_beam_sizes_and_bad_input(tmp_path):
     junk.write_bytes(b"not an image")
     with pytest.raises(gr.Error):
         tab.caption(str(junk))
+
+
+def test_resnet_encoder_shape_for_pretrained_starts():
+    # the --pretrained architecture (torchvision ResNet-18 trunk, stride 32); its ImageNet weights need internet
+    model = Captioner(CaptionConfig(vocab=["<pad>", "<bos>", "<eos>", "<unk>", "dog"], encoder="resnet18",
+                                    image_size=64, dim=32, layers=1, heads=4, ffn=64)).eval()
+    assert model.grid == 2 and model.features(torch.rand(1, 3, 64, 64)).shape == (1, 4, 512)
