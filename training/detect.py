@@ -342,7 +342,10 @@ def train(args: argparse.Namespace) -> None:
         model.stage4.load_state_dict(r.layer3.state_dict())
         model.stage5.load_state_dict(r.layer4.state_dict())
     else:
-        init = f"CIFAR-10 ({args.backbone_init})" if args.backbone_init else "scratch"
+        where = Path(args.backbone_init).resolve() if args.backbone_init else None
+        if where is not None and where.is_relative_to(ROOT):
+            where = where.relative_to(ROOT)
+        init = f"CIFAR-10 ({where})" if where is not None else "scratch"
         model = YOLO(YOLOConfig(image_size=args.size, backbone_init=init))
         if args.backbone_init:
             load_backbone(model, args.backbone_init)
