@@ -271,7 +271,7 @@ def train(args: argparse.Namespace) -> None:
     out_dir = Path(args.out) if args.out else CHECKPOINTS / "caption"
     cfg = TrainConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       optimizer="adamw", schedule="cosine", warmup_steps=min(200, steps // 10), grad_clip=1.0,
-                      bf16=args.bf16, eval_every=args.eval_every or steps_per_epoch, monitor="val_bleu4",
+                      bf16=args.bf16, eval_every=args.eval_every or 2 * steps_per_epoch, monitor="val_bleu4",
                       mode="max", max_minutes=args.max_minutes, seed=args.seed, out_dir=str(out_dir),
                       resume=not args.fresh)
 
@@ -398,7 +398,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--max-len", type=int, default=22, help="caption tokens incl. <bos>/<eos>")
     p.add_argument("--min-count", type=int, default=5, help="vocabulary frequency cut-off")
-    p.add_argument("--epochs", type=float, default=5)
+    p.add_argument("--epochs", type=float, default=9)
     p.add_argument("--steps", type=int, default=None, help="overrides --epochs")
     p.add_argument("--batch-size", type=int, default=32, help="images per step (each with all its captions)")
     p.add_argument("--lr", type=float, default=8e-4)
@@ -409,7 +409,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-repeat-ngram", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="use only this many training images (smoke runs)")
     p.add_argument("--max-minutes", type=float, default=None)
-    p.add_argument("--eval-every", type=int, default=None, help="steps (default: one epoch)")
+    p.add_argument("--eval-every", type=int, default=None, help="steps (default: two epochs)")
     p.add_argument("--bf16", action="store_true", default=torch.cuda.is_available())
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
