@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not weights.available(tab.NAME), reason="caption
 
 def test_upload_caption_beams_and_word_attention(page, open_tab):
     panel = open_tab("caption")
-    example = next(p for p in tab.example_paths() if Path(p).stem == "dogs-snow")
+    example = next(p for p in tab.example_paths() if Path(p).stem == "cat")
     panel.locator("input[type=file]").first.set_input_files(example)  # triggers the upload event
     caption_box = panel.get_by_label("Caption")
     page.wait_for_function("el => el.value.length > 3", arg=caption_box.element_handle(), timeout=90_000)
