@@ -19,14 +19,14 @@ def _set_number(panel, label: str, value: float) -> None:
 
 def test_boxes_on_an_example_photo(page, open_tab):
     panel = open_tab("detect")
-    example = next(p for p in tab.example_paths() if Path(p).stem == "street")
+    example = next(p for p in tab.example_paths() if Path(p).stem == "astronaut")
     _set_number(panel, "Score threshold", SCORE)
     panel.locator("input[type=file]").first.set_input_files(example)  # the change event detects at once
     page.wait_for_function("el => /\\d+ objects? above a score of 0.20/.test(el.innerText)",
                            arg=panel.element_handle(), timeout=90_000)
     page.wait_for_timeout(1000)
     _, rows, _ = tab.detect_objects(example, SCORE, 0.5)  # the same function in this process
-    assert rows, "the shipped detector finds nothing on street.jpg at this threshold"
+    assert rows, "the shipped detector finds nothing on astronaut.jpg at this threshold"
     table = panel.inner_text().split("Objects per class")[-1].split("Examples")[0]  # the count table
     for name, count, _ in rows:
         assert name in table

@@ -209,14 +209,14 @@ def test_tab_counts_and_drawing():
 @needs_weights
 def test_tab_on_example_photos():
     from demos import detect as tab
-    street = next(p for p in tab.example_paths() if Path(p).stem == "street")
-    image, rows, summary = tab.detect_objects(street, 0.05, 0.5)
+    photo = next(p for p in tab.example_paths() if Path(p).stem == "astronaut")
+    image, rows, summary = tab.detect_objects(photo, 0.05, 0.5)
     assert rows and sum(r[1] for r in rows) >= 1 and "object" in summary
-    only = tab.detect_objects(street, 0.05, 0.5, [rows[0][0]])[1]
+    only = tab.detect_objects(photo, 0.05, 0.5, [rows[0][0]])[1]
     assert [r[0] for r in only] == [rows[0][0]]
     gray = next(p for p in tab.example_paths() if Path(p).stem == "cameraman-gray")
     assert tab.detect_objects(gray, 0.3, 0.5)[0].mode == "RGB"
-    _, rows, summary = tab.detect_objects(street, 0.95, 0.5, ["sheep"])
+    _, rows, summary = tab.detect_objects(photo, 0.95, 0.5, ["sheep"])
     assert rows == [] and "Nothing detected" in summary
 
 
