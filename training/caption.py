@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 import weights
 from models.caption import PAD, SPECIALS, Captioner, CaptionConfig, tokenize
-from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, print_json, push_to_hub
+from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, load_weights_folder, print_json, push_to_hub
 from training.loop import TrainConfig, fit
 
 CACHE = ROOT / "data_cache"
@@ -362,12 +362,7 @@ def train(args: argparse.Namespace) -> None:
 
 def evaluate_command(args: argparse.Namespace) -> None:
     folder = Path(args.weights)
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        fail(f"{folder} is not a weights folder (config.json and model.safetensors expected)")
-    try:
-        model = Captioner.from_pretrained(str(folder)).eval()
-    except Exception as e:
-        fail(f"could not load {folder}: {type(e).__name__}: {e}")
+    model = load_weights_folder(Captioner, folder)
     try:
         data = read_flickr8k(args.data)
     except (OSError, ValueError, KeyError) as e:

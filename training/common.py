@@ -76,3 +76,20 @@ def fail(message: str) -> None:
     """Exit with a one-line error on stderr instead of a traceback (bad paths, bad arguments)."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def check_weights_folder(folder: str | Path) -> Path:
+    """``folder`` as a Path, or a one-line CLI error when it lacks config.json or model.safetensors."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        fail(f"{folder} is not a weights folder (config.json and model.safetensors expected)")
+    return folder
+
+
+def load_weights_folder(model_class: type, folder: str | Path) -> Any:
+    """``model_class.from_pretrained(folder)`` in eval mode, or a one-line CLI error naming the folder."""
+    folder = check_weights_folder(folder)
+    try:
+        return model_class.from_pretrained(str(folder), strict=True).eval()  # a wrong model class fails loudly
+    except Exception as e:
+        fail(f"could not load {folder} as a {model_class.__name__}: {type(e).__name__}: {' '.join(str(e).split())[:200]}")

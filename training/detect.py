@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 import weights
 from models.detect import VOC_CLASSES, YOLO, YOLOConfig, letterbox
-from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, print_json, push_to_hub
+from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, load_weights_folder, print_json, push_to_hub
 from training.loop import TrainConfig, fit
 
 CACHE = ROOT / "data_cache"
@@ -471,12 +471,7 @@ def write_model_card(folder: Path, report: dict[str, Any], args: argparse.Namesp
 
 def evaluate_command(args: argparse.Namespace) -> None:
     folder = Path(args.weights)
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        fail(f"{folder} is not a weights folder (config.json and model.safetensors expected)")
-    try:
-        model = YOLO.from_pretrained(str(folder)).eval().to(memory_format=torch.channels_last)
-    except Exception as e:
-        fail(f"could not load {folder}: {type(e).__name__}: {e}")
+    model = load_weights_folder(YOLO, folder).to(memory_format=torch.channels_last)
     try:
         dataset = voc_dataset(args.data, args.split, args.year)
     except FileNotFoundError as e:

@@ -16,7 +16,7 @@ import json
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import weights
 from models.diffusion import UNet, UNetConfig
 from models.schedulers import NoiseSchedule, make_scheduler, sample
 from training import gen_eval
-from training.common import CHECKPOINTS, cli, fail, print_json, push_to_hub
+from training.common import CHECKPOINTS, check_weights_folder, cli, fail, print_json, push_to_hub
 from training.loop import TrainConfig, fit
 
 
@@ -282,9 +282,7 @@ def write_card(folder: Path, dataset: str, metrics: dict[str, Any], info: dict[s
 
 
 def evaluate_command(args: argparse.Namespace) -> None:
-    folder = Path(args.weights)
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        fail(f"{folder} is not a weights folder (config.json and model.safetensors expected)")
+    folder = check_weights_folder(args.weights)
     if args.samples < 10 or (args.ddpm_samples is not None and args.ddpm_samples < 2):
         fail("--samples must be at least 10 (one per class) and --ddpm-samples at least 2")
     try:

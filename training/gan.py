@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 import weights
 from models.generative import DCGAN, DCGANConfig, gan_losses
-from training.common import CHECKPOINTS, cli, fail, print_json, push_to_hub
+from training.common import CHECKPOINTS, cli, fail, load_weights_folder, print_json, push_to_hub
 from training.loop import EpochBatches, atomic_save, load_checkpoint, seed_everything
 from training.vae import SAMPLES, load_images, sample_quality, save_run_info, to_unit
 
@@ -123,7 +123,6 @@ def run(args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor
                 yield idx
             order.epoch, order.start, order.consumed = order.epoch + 1, 0, 0
 
-    n_params = sum(p.numel() for p in model.parameters())
     print(f"{NAME}: generator {sum(p.numel() for p in G.parameters()) / 1e3:.0f}k + discriminator "
           f"{sum(p.numel() for p in D.parameters()) / 1e3:.0f}k parameters, {len(images)} images, {args.steps} steps "
           f"of {args.batch_size}, {torch.get_num_threads()} threads", flush=True)
@@ -203,12 +202,7 @@ def write_gan_card(folder: Path, model: DCGAN, metrics: dict[str, Any], info: di
 
 def evaluate_command(args: argparse.Namespace) -> None:
     folder = Path(args.weights)
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        fail(f"{folder} is not a weights folder (config.json and model.safetensors expected)")
-    try:
-        model = DCGAN.from_pretrained(str(folder)).eval()
-    except Exception as e:
-        fail(f"could not load {folder} as a DCGAN: {type(e).__name__}: {str(e)[:200]}")
+    model = load_weights_folder(DCGAN, folder)
     if args.samples < 2:
         fail("--samples must be at least 2")
     info = None

@@ -20,7 +20,7 @@ from torch import nn
 
 import weights
 from models.evalnet import EvalNet, EvalNetConfig
-from training.common import CHECKPOINTS, cli, fail, print_json, push_to_hub
+from training.common import CHECKPOINTS, cli, fail, load_weights_folder, print_json, push_to_hub
 from training.loop import TrainConfig, fit
 
 DATASETS = ("fashion", "cifar10")
@@ -226,12 +226,7 @@ def train(args: argparse.Namespace) -> None:
 
 def evaluate_command(args: argparse.Namespace) -> None:
     folder = Path(args.weights)
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        fail(f"{folder} is not a weights folder (config.json and model.safetensors expected)")
-    try:
-        model = EvalNet.from_pretrained(str(folder)).eval()
-    except Exception as e:
-        fail(f"could not load {folder}: {type(e).__name__}: {e}")
+    model = load_weights_folder(EvalNet, folder)
     dataset = model.config.dataset
     try:
         images, labels = load_dataset(dataset, "test", args.data)

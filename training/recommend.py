@@ -18,7 +18,6 @@ import argparse
 import itertools
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 

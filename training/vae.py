@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 import weights
 from models.generative import VAE, VAEConfig, bernoulli_nll, gaussian_kl
-from training.common import CHECKPOINTS, cli, fail, print_json, push_to_hub
+from training.common import CHECKPOINTS, cli, fail, load_weights_folder, print_json, push_to_hub
 from training.loop import TrainConfig, fit
 
 SAMPLES = 1000  # generated images per quality measurement (the diffusion card's count)
@@ -270,13 +270,7 @@ def write_vae_card(folder: Path, model: VAE, metrics: dict[str, Any], info: dict
 # --------------------------------------------------------------------------- evaluate
 
 def load_folder(folder: str | Path) -> VAE:
-    folder = Path(folder)
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        fail(f"{folder} is not a weights folder (config.json and model.safetensors expected)")
-    try:
-        return VAE.from_pretrained(str(folder)).eval()
-    except Exception as e:
-        fail(f"could not load {folder} as a VAE: {type(e).__name__}: {str(e)[:200]}")
+    return load_weights_folder(VAE, folder)
 
 
 def evaluate_command(args: argparse.Namespace) -> None:
