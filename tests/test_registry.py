@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from toys import TinyConfig, TinyNet
 
@@ -56,7 +56,7 @@ def test_missing_folder_names_the_file_and_the_train_command(registry):
         registry.load("nope")
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty_config", "wrong_shape"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty_config", "wrong_shape", "missing_key"])
 def test_corrupt_folder_gives_a_weights_error(registry, damage):
     folder = registry.WEIGHTS_DIR / "tiny"
     registry.save(tiny(), folder)
@@ -69,6 +69,10 @@ def test_corrupt_folder_gives_a_weights_error(registry, damage):
         (folder / "config.json").write_text("{")
     elif damage == "wrong_shape":
         (folder / "config.json").write_text(json.dumps({"n_in": 4, "n_hidden": 3, "n_out": 1}))
+    elif damage == "missing_key":  # loads without a shape error, but one tensor would stay random
+        tensors = load_file(st)
+        tensors.pop(sorted(tensors)[0])
+        save_file(tensors, st)
     with pytest.raises(registry.WeightsError) as e:
         registry.load("tiny")
     assert "model.safetensors" in str(e.value) and "python -m training.toy --tiny" in str(e.value)

@@ -135,7 +135,7 @@ def load(name: str) -> Any:
             folder = resolve(name)
             cls = model_class(name)
             try:
-                model = cls.from_pretrained(str(folder))
+                model = cls.from_pretrained(str(folder), strict=True)  # missing keys never serve random weights
             except Exception as e:  # corrupt json / safetensors, shape mismatch
                 raise WeightsError(f"{name}: could not load {folder / 'model.safetensors'} "
                                    f"({type(e).__name__}: {str(e)[:200]}). Rebuild it with "
