@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from models.classify import CIFAR10_MEAN, CIFAR10_STD, ConvBlock
+from models.classify import CIFAR10_MEAN, CIFAR10_STD, CompactTrunk
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 PAD, BOS, EOS, UNK = range(4)
@@ -53,25 +53,6 @@ class Hypothesis:
 
 
 # --------------------------------------------------------------------------- encoder
-
-class CompactEncoder(nn.Module):
-    """models.classify.CompactNet's conv stack without its pooling and head: whitening conv + three
-    ConvBlocks (each halves the resolution), so a 96-pixel image gives an 11x11 grid of features."""
-
-    def __init__(self, widths: list[int], whiten_kernel: int):
-        super().__init__()
-        c = 2 * 3 * whiten_kernel ** 2
-        self.whiten = nn.Conv2d(3, c, whiten_kernel, padding=0, bias=True)
-        blocks = []
-        for w in widths:
-            blocks.append(ConvBlock(c, w, 0.6))
-            c = w
-        self.blocks = nn.Sequential(*blocks)
-        self.channels = c
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(F.gelu(self.whiten(x)))
-
 
 class ResNetEncoder(nn.Module):
     """torchvision ResNet-18 up to layer4 (stride 32), for ImageNet-pretrained starts (``--pretrained``)."""
@@ -174,7 +155,7 @@ class Captioner(nn.Module, PyTorchModelHubMixin):
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
         self.encoder = ResNetEncoder() if config.encoder == "resnet18" else \
-            CompactEncoder(config.widths, config.whiten_kernel)
+            CompactTrunk(config.widths, config.whiten_kernel)
         d, g = config.dim, grid_size(config)
         self.grid = g
         self.feature_proj = nn.Sequential(nn.Linear(self.encoder.channels, d), nn.LayerNorm(d))

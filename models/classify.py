@@ -138,6 +138,31 @@ class ConvBlock(nn.Module):
         return F.gelu(self.norm2(self.conv2(x)))
 
 
+class CompactTrunk(nn.Module):
+    """CompactNet's conv stack without its pooling and head: the whitening conv and the ConvBlocks (each
+    halves the resolution). The detector and the captioner use it as their backbone; the parameter names
+    match CompactNet's, so a trained CompactNet's state dict loads into it directly."""
+
+    def __init__(self, widths: list[int], whiten_kernel: int, bn_momentum: float = 0.6,
+                 pad_to_stride: bool = False):
+        super().__init__()
+        c = 2 * 3 * whiten_kernel ** 2
+        self.whiten = nn.Conv2d(3, c, whiten_kernel, padding=0, bias=True)
+        blocks = []
+        for w in widths:
+            blocks.append(ConvBlock(c, w, bn_momentum))
+            c = w
+        self.blocks = nn.Sequential(*blocks)
+        self.channels = c
+        self.pad_to_stride = pad_to_stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad_to_stride:  # keep H, W divisible by the stride (the whitening conv is unpadded)
+            k = self.whiten.kernel_size[0]
+            x = F.pad(x, (0, k - 1, 0, k - 1))
+        return self.blocks(F.gelu(self.whiten(x)))
+
+
 class CompactNet(_Classifier, PyTorchModelHubMixin):
     """airbench94's network (Jordan, 2024): a frozen patch-whitening conv, three wide conv blocks, a
     linear head. Few layers and large channel counts make it fast to train, on a GPU or a CPU."""

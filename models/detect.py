@@ -23,6 +23,8 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 from torchvision.ops import batched_nms, box_convert, complete_box_iou_loss
 
+from models.classify import CompactTrunk
+
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
                "train", "tvmonitor"]
@@ -60,29 +62,6 @@ def conv_bn(c_in: int, c_out: int, k: int = 3, s: int = 1) -> nn.Sequential:
                          nn.SiLU(inplace=True))
 
 
-class CompactTrunk(nn.Module):
-    """The CIFAR-10 CompactNet's layers (whitening conv + three conv blocks): stride 8 features.
-
-    Parameter names match ``CompactNet`` so its state dict loads directly (``load_compact``)."""
-
-    def __init__(self, widths: list[int], whiten_kernel: int):
-        super().__init__()
-        from models.classify import ConvBlock
-        k = whiten_kernel
-        self.whiten = nn.Conv2d(3, 2 * 3 * k * k, k, padding=0, bias=True)
-        c, blocks = 2 * 3 * k * k, []
-        for w in widths:
-            blocks.append(ConvBlock(c, w, 0.9))
-            c = w
-        self.blocks = nn.Sequential(*blocks)
-        self.out_channels = c
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.whiten.kernel_size[0]
-        x = F.pad(x, (0, k - 1, 0, k - 1))  # keep H, W divisible by 8 (the whitening conv is unpadded)
-        return self.blocks(F.gelu(self.whiten(x)))
-
-
 class YOLO(nn.Module, PyTorchModelHubMixin):
     def __init__(self, config: YOLOConfig):
         super().__init__()
@@ -92,8 +71,8 @@ class YOLO(nn.Module, PyTorchModelHubMixin):
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
         if config.backbone == "compact":
-            self.trunk = CompactTrunk(config.compact_widths, config.whiten_kernel)
-            c3 = self.trunk.out_channels
+            self.trunk = CompactTrunk(config.compact_widths, config.whiten_kernel, bn_momentum=0.9, pad_to_stride=True)
+            c3 = self.trunk.channels
             w4, w5 = config.stage_widths
             self.stage4 = nn.Sequential(conv_bn(c3, w4, 3, 2), conv_bn(w4, w4))
             self.stage5 = nn.Sequential(conv_bn(w4, w5, 3, 2), conv_bn(w5, w5))

@@ -135,7 +135,7 @@ def cache_features(model: YOLO, data: VOCTrain, views: int, seed: int, path: Pat
     rng = random.Random(seed)
     n, s = len(data), data.size
     grid = -(-s // 8)
-    feats = torch.empty(n * views, model.trunk.out_channels, grid, grid, dtype=torch.float16)
+    feats = torch.empty(n * views, model.trunk.channels, grid, grid, dtype=torch.float16)
     boxes, labels = [], []
     jobs = [(i, v) for i in range(n) for v in range(views)]
     model.eval()
