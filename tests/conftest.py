@@ -86,6 +86,13 @@ def _track_requests(page) -> None:
     page.on("requestfailed", lambda r: page._zoo_pending.discard(r))
 
 
+def set_slider_number(panel, label: str, value: float) -> None:
+    """Type ``value`` into the number box of the slider labelled ``label`` (what a user can do too)."""
+    box = panel.get_by_role("spinbutton", name=f"number input for {label}")
+    box.fill(str(value))
+    box.press("Enter")
+
+
 def settle(page, quiet_ms: int = 500, timeout_ms: int = 60_000) -> None:
     """Wait until no request has been in flight for ``quiet_ms``: Playwright's "networkidle", except that
     gradio's heartbeat stream (open for the whole visit when a tab has gr.State) does not count."""

@@ -5,22 +5,17 @@ from pathlib import Path
 import pytest
 
 import weights
+from conftest import set_slider_number
 from demos import detect as tab
 
 pytestmark = pytest.mark.skipif(not weights.available("yolo-voc"), reason="yolo-voc not trained yet")
 SCORE = 0.2
 
 
-def _set_number(panel, label: str, value: float) -> None:
-    box = panel.get_by_role("spinbutton", name=f"number input for {label}")  # the slider's number box
-    box.fill(str(value))
-    box.press("Enter")
-
-
 def test_boxes_on_an_example_photo(page, open_tab):
     panel = open_tab("detect")
     example = next(p for p in tab.example_paths() if Path(p).stem == "astronaut")
-    _set_number(panel, "Score threshold", SCORE)
+    set_slider_number(panel, "Score threshold", SCORE)
     panel.locator("input[type=file]").first.set_input_files(example)  # the change event detects at once
     page.wait_for_function("el => /\\d+ objects? above a score of 0.20/.test(el.innerText)",
                            arg=panel.element_handle(), timeout=90_000)
@@ -37,7 +32,7 @@ def test_boxes_on_an_example_photo(page, open_tab):
     page.screenshot(path=str(Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "detect.png"),
                     full_page=True)
 
-    _set_number(panel, "Score threshold", 0.95)
+    set_slider_number(panel, "Score threshold", 0.95)
     panel.get_by_role("button", name="Detect").click()
     page.wait_for_function("el => el.innerText.includes('Nothing detected')", arg=panel.element_handle(),
                            timeout=90_000)

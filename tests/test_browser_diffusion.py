@@ -4,30 +4,25 @@ from pathlib import Path
 import pytest
 
 import weights
+from conftest import set_slider_number
 
 pytestmark = pytest.mark.skipif(not weights.available("ddpm-fashion"), reason="ddpm-fashion not trained yet")
 
 
-def _set_number(panel, label: str, value: int) -> None:
-    box = panel.get_by_role("spinbutton", name=f"number input for {label}")  # the slider's number box
-    box.fill(str(value))
-    box.press("Enter")
-
-
 def test_stepped_sample_and_scrubbing(page, open_tab):
     panel = open_tab("diffusion")
-    _set_number(panel, "Steps", 20)
-    _set_number(panel, "Number of images", 2)
+    set_slider_number(panel, "Steps", 20)
+    set_slider_number(panel, "Number of images", 2)
     panel.get_by_role("button", name="Generate").click()
     page.wait_for_function("el => el.innerText.includes('Done:')", arg=panel.element_handle(), timeout=180_000)
     assert "20 steps stored" in panel.inner_text()
     assert panel.locator("img").count() >= 3  # the live view, the final grid, the GIF
     assert not page.locator(".toast-body.error").count()
 
-    _set_number(panel, "Stored step", 5)
+    set_slider_number(panel, "Stored step", 5)
     page.wait_for_function("el => el.innerText.includes('Step 6 of 20')", arg=panel.element_handle(),
                            timeout=60_000)
-    _set_number(panel, "Stored step", 19)
+    set_slider_number(panel, "Stored step", 19)
     page.wait_for_function("el => el.innerText.includes('Step 20 of 20')", arg=panel.element_handle(),
                            timeout=60_000)
     page.screenshot(path=str(Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "diffusion.png"),

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 import weights
+from conftest import set_slider_number
 from demos import textgen as tab
 
 pytestmark = pytest.mark.skipif(not any(map(weights.available, tab.MODELS.values())),
@@ -13,9 +14,7 @@ pytestmark = pytest.mark.skipif(not any(map(weights.available, tab.MODELS.values
 def test_generation_streams_in_the_browser(page, open_tab):
     panel = open_tab("textgen")
     panel.get_by_label("Prompt").fill("ROMEO:\n")
-    length = panel.get_by_role("spinbutton", name="number input for New characters")  # the slider's number box
-    length.fill("600")
-    length.press("Enter")
+    set_slider_number(panel, "New characters", 600)
     panel.get_by_role("button", name="Generate").click()
     output = panel.get_by_label("Generated text")
     # Streaming: the box shows the prompt plus *some* text before generation is finished ...
