@@ -2,6 +2,7 @@
 image the model looked for each word (cross-attention averaged over heads and layers)."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,9 @@ def word_choices(words: list[str]) -> list[str]:
     return [f"{i + 1}. {w}" for i, w in enumerate(words)] + [f"{len(words) + 1}. <end>"]
 
 
+_model_lock = threading.Lock()
+
+
 def caption(image: Any, beam_size: float = 3, length_penalty: float = 0.0, no_repeat_ngram: float = 0,
             ) -> tuple[str, list[list[Any]], Any, Image.Image, list[tuple[Image.Image, str]]]:
     """The best caption, the beams [rank, caption, log-prob, score], the word selector (first word
@@ -68,7 +72,7 @@ def caption(image: Any, beam_size: float = 3, length_penalty: float = 0.0, no_re
     beam, alpha, ngram = check_settings(beam_size, length_penalty, no_repeat_ngram)
     model = load_model(NAME)
     rgb, x = prepare(image, model.config.image_size)
-    with torch.no_grad():
+    with _model_lock, torch.no_grad():  # decoding keeps per-call state on the model: one call at a time
         feats = model.features(x)
         hyps = model.beam(feats, beam, alpha, ngram)
         best = hyps[0]

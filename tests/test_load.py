@@ -14,7 +14,17 @@ CLIENTS = (1, 4)
 SECONDS = 10  # per number of clients
 
 
-def test_concurrent_clients_on_every_endpoint_never_fail(app_url, tmp_path):
+@pytest.fixture(scope="module")
+def load_app_url():
+    """A server of its own: the session app has served the browser and fuzz tests, whose queued work
+    would skew the latencies and the starvation check measured here."""
+    from conftest import serve_app
+    with serve_app("app-load") as url:
+        yield url
+
+
+def test_concurrent_clients_on_every_endpoint_never_fail(load_app_url, tmp_path):
+    app_url = load_app_url
     endpoints, skipped = working_endpoints(app_url, sample_image(tmp_path))
     print(f"\nunder load: {sorted(endpoints)}\nskipped (no weights / no default input): {skipped}")
     assert endpoints, "no endpoint answers a normal request"
