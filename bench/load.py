@@ -108,11 +108,13 @@ def client_for(url: str):
     return Client(url, verbose=False, download_files=False)
 
 
-def working_endpoints(url: str, image: Path) -> tuple[dict[str, list[Any]], dict[str, str]]:
-    """({api_name: args} of endpoints whose normal request succeeds, {api_name: why skipped})."""
-    client = client_for(url)
+def working_endpoints(url: str, image: Path) -> tuple[dict[str, list[Any]], dict[str, str], set[str]]:
+    """({api_name: args} of endpoints whose normal request succeeds, {api_name: why skipped}, names of those
+    that only work in a session that made the earlier calls). Endpoints are called in the API's order, so
+    one that reads session state (a slider scrubbing a generated sample) follows the call that fills it."""
+    client, fresh = client_for(url), client_for(url)
     api = client.view_api(return_format="dict", print_info=False)
-    working, skipped = {}, {}
+    working, skipped, needs_session = {}, {}, set()
     for name, info in api["named_endpoints"].items():
         args = default_args(info["parameters"], image)
         if args is None:
@@ -123,7 +125,19 @@ def working_endpoints(url: str, image: Path) -> tuple[dict[str, list[Any]], dict
             working[name] = args
         except Exception as e:  # e.g. weights not trained yet: a clear gr.Error, not a load failure
             skipped[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
-    return working, skipped
+            continue
+        fresh.reset_session()
+        try:
+            fresh.predict(*args, api_name=name)
+        except Exception:
+            needs_session.add(name)
+    return working, skipped, needs_session
+
+
+def slowest_and_fastest(row: dict[str, Any], exclude: set[str] = frozenset()) -> tuple[str, str]:
+    """The endpoints with the highest and the lowest median latency in a ``run_load`` row."""
+    by_speed = sorted((e["p50_ms"], n) for n, e in row["per_endpoint"].items() if e["n"] and n not in exclude)
+    return by_speed[-1][1], by_speed[0][1]
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -136,7 +150,7 @@ def run_load(url: str, endpoints: dict[str, list[Any]], clients: int, seconds: f
              pid: int | None = None) -> dict[str, Any]:
     """``clients`` threads, each with its own gradio_client, cycling through ``endpoints`` for ``seconds``
     (a request under way at the deadline is finished). Latencies in ms, memory in MiB."""
-    names = sorted(endpoints)
+    names = list(endpoints)  # in probe order: see working_endpoints
     latencies: dict[str, list[float]] = {n: [] for n in names}
     errors: list[str] = []
     lock, stop = threading.Lock(), threading.Event()
@@ -153,7 +167,7 @@ def run_load(url: str, endpoints: dict[str, list[Any]], clients: int, seconds: f
             with lock:
                 errors.append(f"client {i} could not connect: {e}")
             return
-        deadline, k = time.monotonic() + seconds, i
+        deadline, k = time.monotonic() + seconds, 0
         while time.monotonic() < deadline:
             name = names[k % len(names)]
             k += 1
@@ -229,7 +243,7 @@ def endpoint_table(rows: list[dict[str, Any]]) -> str:
 
 def measure(url: str, pid: int | None, clients: list[int], seconds: float) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
-        endpoints, skipped = working_endpoints(url, sample_image(Path(tmp)))
+        endpoints, skipped, needs_session = working_endpoints(url, sample_image(Path(tmp)))
         for name, why in skipped.items():
             print(f"skipped {name}: {why}")
         if not endpoints:
@@ -243,9 +257,7 @@ def measure(url: str, pid: int | None, clients: list[int], seconds: float) -> li
                   f"p99 {r['p99_ms']:.0f} ms, peak RSS {r['peak_rss_mb']:.0f} MiB", flush=True)
             for e in r["errors"]:
                 print(f"  failed: {e}")
-        by_speed = sorted(((n, e) for n, e in rows[0]["per_endpoint"].items() if e["n"]),
-                          key=lambda kv: kv[1]["p50_ms"])
-        fast, slow = by_speed[0][0], by_speed[-1][0]
+        slow, fast = slowest_and_fastest(rows[0], exclude=needs_session)
         c = starvation_check(url, endpoints, slow, fast)
         print(f"starvation check: {c['n_slow']} x {slow} queued, then {fast} answered in {c['fast_ms']:.0f} ms "
               f"with {c['slow_still_pending']} of them still waiting or running")
