@@ -14,7 +14,8 @@ import weights
 from demos import classify as tab
 from models.classify import (CompactNet, CompactNetConfig, ResNet, ResNetConfig, ViT, ViTConfig,
                              attention_rollout, grad_cam)
-from training.classify import Augmented, accuracy_report, export, predict, read_folder, run_exported
+from training.classify import (Augmented, accuracy_report, build_model, export, parse_model_config, predict,
+                              read_folder, run_exported)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORT_ATOL = 1e-4  # max |logit difference| allowed between PyTorch and TorchScript / onnxruntime (fp32)
@@ -61,6 +62,18 @@ def test_resnet_depths_and_parameter_counts():
     assert 21.0e6 < n34 < 21.5e6  # ResNet-34: 21.28M
     with pytest.raises(ValueError):
         ResNet(ResNetConfig(depth=50))
+
+
+def test_model_config_overrides_from_the_command_line():
+    cfg = parse_model_config(["dim=192", "depth=6", "mlp_ratio=2.0", "widths=[16,32,64]"])
+    assert cfg == {"dim": 192, "depth": 6, "mlp_ratio": 2.0, "widths": [16, 32, 64]}
+    vit = build_model("vit", {k: cfg[k] for k in ("dim", "depth", "mlp_ratio")})
+    assert (vit.config.dim, len(vit.blocks), vit.config.heads) == (192, 6, ViTConfig().heads)
+    assert build_model("resnet34", {"width": 16}).config.depth == 34
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_model_config(["dim"])
+    with pytest.raises(ValueError, match="no_such_field"):
+        build_model("resnet18", {"no_such_field": 1})
 
 
 def test_whitening_decorrelates_patches():

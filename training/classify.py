@@ -197,14 +197,33 @@ WEIGHT_NAMES = {"compact": "compact-cifar10", "resnet18": "resnet18-cifar10", "r
                 "vit": "vit-cifar10"}
 
 
-def build_model(kind: str, widths: list[int] | None = None) -> nn.Module:
-    if kind == "compact":
-        return CompactNet(CompactNetConfig(widths=widths) if widths else CompactNetConfig())
-    if kind in ("resnet18", "resnet34"):
-        return ResNet(ResNetConfig(depth=int(kind[-2:])))
-    if kind == "vit":
-        return ViT(ViTConfig())
+def build_model(kind: str, overrides: dict[str, Any] | None = None) -> nn.Module:
+    """The model ``kind`` with its config's defaults, changed by ``overrides`` (e.g. ``{"dim": 192}``)."""
+    overrides = overrides or {}
+    try:
+        if kind == "compact":
+            return CompactNet(CompactNetConfig(**overrides))
+        if kind in ("resnet18", "resnet34"):
+            return ResNet(ResNetConfig(**{"depth": int(kind[-2:]), **overrides}))
+        if kind == "vit":
+            return ViT(ViTConfig(**overrides))
+    except TypeError as e:  # an unknown field
+        raise ValueError(f"--model-config for {kind}: {e}") from None
     raise ValueError(f"unknown model {kind!r}")
+
+
+def parse_model_config(pairs: list[str]) -> dict[str, Any]:
+    """``["dim=192", "widths=[64,256,256]"]`` -> ``{"dim": 192, "widths": [64, 256, 256]}``."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-config expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -251,7 +270,14 @@ def train(args: argparse.Namespace) -> None:
     val_images, val_labels = images[val_idx], labels[val_idx]
 
     torch.manual_seed(args.seed)
-    model = build_model(args.model, args.widths or (list(recipe.widths) if recipe.widths else None))
+    overrides = {"widths": list(recipe.widths)} if recipe.widths else {}
+    if args.widths:
+        overrides["widths"] = args.widths
+    try:
+        overrides.update(parse_model_config(args.model_config))
+        model = build_model(args.model, overrides)
+    except ValueError as e:
+        fail(str(e))
     if isinstance(model, CompactNet):
         model.init_whitening(images[train_idx[:5000]].float() / 255)
     model = model.to(memory_format=torch.channels_last)
@@ -325,10 +351,12 @@ def train(args: argparse.Namespace) -> None:
 DESCRIPTIONS = {
     "compact": "airbench94-style compact conv net (patch-whitening conv, three conv blocks of widths "
                "{widths}, BatchNorm, GELU) trained from scratch on CIFAR-10 on a CPU.",
-    "resnet18": "ResNet-18 for 32x32 inputs (basic blocks, BatchNorm, He init) trained from scratch on CIFAR-10.",
-    "resnet34": "ResNet-34 for 32x32 inputs (basic blocks, BatchNorm, He init) trained from scratch on CIFAR-10.",
-    "vit": "Vision Transformer (4x4 patches, class token, learned positions, pre-norm blocks) trained from "
-           "scratch on CIFAR-10.",
+    "resnet18": "ResNet-18 for 32x32 inputs (basic blocks, BatchNorm, He init, first-stage width {width}) "
+                "trained from scratch on CIFAR-10.",
+    "resnet34": "ResNet-34 for 32x32 inputs (basic blocks, BatchNorm, He init, first-stage width {width}) "
+                "trained from scratch on CIFAR-10.",
+    "vit": "Vision Transformer ({patch_size}x{patch_size} patches, class token, learned positions, {depth} pre-norm "
+           "blocks of width {dim}, {heads} heads, MLP ratio {mlp_ratio}) trained from scratch on CIFAR-10.",
 }
 
 
@@ -465,6 +493,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=None)
     p.add_argument("--tta", type=int, choices=[0, 1, 2], default=None)
     p.add_argument("--widths", type=int, nargs=3, default=None, help="compact net block widths")
+    p.add_argument("--model-config", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="change the model's config, e.g. dim=192 depth=6 heads=3 for a smaller ViT, width=32 "
+                        "for a narrower ResNet")
     p.add_argument("--val-size", type=int, default=5000)
     p.add_argument("--limit", type=int, default=None, help="use only this many training images (smoke runs)")
     p.add_argument("--max-minutes", type=float, default=None)
