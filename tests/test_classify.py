@@ -267,27 +267,33 @@ def test_tab_corrupt_weights_is_a_clear_error(random_zoo):
         tab.classify(tab.example_paths()[0], "Compact net")
 
 
-@pytest.mark.skipif(not weights.available("compact-cifar10"), reason="compact-cifar10 weights not shipped")
-def test_shipped_compact_weights_classify_examples():
+SHIPPED = [("Compact net", "compact", 0.8), ("ResNet-18", "resnet18", 0.8), ("ViT", "vit", 0.6)]
+CIFAR_TEST = ROOT.parent / "shared" / "datasets" / "cifar10-jpg" / "test"
+
+
+@pytest.mark.parametrize("label,kind,floor", SHIPPED)
+def test_shipped_weights_classify_examples(label, kind, floor):
+    name = tab.MODELS[label]
+    if not weights.available(name):
+        pytest.skip(f"{name} weights not shipped")
     monkey = weights._cache.copy()
     try:
-        labels = {Path(p).stem: tab.classify(p, "Compact net")[1] for p in tab.example_paths()}
+        labels = {Path(p).stem: tab.classify(p, label)[1] for p in tab.example_paths()}
     finally:
         weights._cache.clear()
         weights._cache.update(monkey)
-    for label in labels.values():
-        assert len(label) == 5 and all(0 <= v <= 1 for v in label.values())
-    card = weights.card_metrics("compact-cifar10")
-    assert card["accuracy"] > 0.8
+    for top5 in labels.values():
+        assert len(top5) == 5 and all(0 <= v <= 1 for v in top5.values())
+    assert weights.card_metrics(name)["accuracy"] > floor
 
 
-@pytest.mark.skipif(not weights.available("compact-cifar10")
-                    or not (ROOT.parent / "shared" / "datasets" / "cifar10-jpg" / "test").is_dir(),
-                    reason="needs the shipped compact weights and the CIFAR-10 test folder")
-def test_shipped_compact_accuracy_matches_card():
-    from training.classify import load_split
+@pytest.mark.parametrize("label,kind,floor", SHIPPED)
+def test_shipped_accuracy_matches_card(label, kind, floor):
+    from training.classify import RECIPES, load_split
+    name = tab.MODELS[label]
+    if not weights.available(name) or not CIFAR_TEST.is_dir():
+        pytest.skip(f"needs the shipped {name} weights and the CIFAR-10 test folder")
     images, labels = load_split("test")
-    model = weights.load("compact-cifar10").to(memory_format=torch.channels_last)
-    tta = 2
-    acc = accuracy_report(predict(model, images, tta=tta), labels, model.classes)["accuracy"]
-    assert abs(acc - weights.card_metrics("compact-cifar10")["accuracy"]) < 0.003  # fp16-stored weights
+    model = weights.load(name).to(memory_format=torch.channels_last)
+    acc = accuracy_report(predict(model, images, tta=RECIPES[kind].tta), labels, model.classes)["accuracy"]
+    assert abs(acc - weights.card_metrics(name)["accuracy"]) < 0.003  # fp16-stored weights
