@@ -278,7 +278,8 @@ def test_shipped_weights_classify_examples(label, kind, floor):
         pytest.skip(f"{name} weights not shipped")
     monkey = weights._cache.copy()
     try:
-        labels = {Path(p).stem: tab.classify(p, label)[1] for p in tab.example_paths()}
+        column = 1 + 2 * list(tab.MODELS).index(label)  # outputs: preview, then (label, heat map) per model
+        labels = {Path(p).stem: tab.classify(p, label)[column] for p in tab.example_paths()}
     finally:
         weights._cache.clear()
         weights._cache.update(monkey)
