@@ -2,6 +2,7 @@
 where each model looked (Grad-CAM for the conv nets, attention rollout for the ViT)."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +43,21 @@ def heat_overlay(small: Image.Image, cam: torch.Tensor, alpha: float = 0.5) -> I
     return Image.fromarray((mixed * 255).astype(np.uint8)).resize((VIEW_SIZE, VIEW_SIZE), Image.NEAREST)
 
 
+# Grad-CAM hooks a layer and attention rollout switches the ViT's blocks to recording: both keep per-call
+# state on the shared model, so two concurrent requests to one model would mix it up
+_model_locks = {name: threading.Lock() for name in MODELS.values()}
+
+
 def predict_one(name: str, x: torch.Tensor, small: Image.Image) -> tuple[dict[str, float], Image.Image]:
     """Top-5 probabilities (flip test-time augmentation) and the explanation overlay of one model."""
     model = load_model(name)
-    with torch.no_grad():
-        logits = 0.5 * (model(x) + model(x.flip(3)))
+    with _model_locks[name]:
+        with torch.no_grad():
+            logits = 0.5 * (model(x) + model(x.flip(3)))
+        cam, _ = explain(model, x)
     probs = logits.float().softmax(-1)[0]
     top = probs.topk(min(5, len(probs)))
     labels = {model.classes[i]: float(p) for p, i in zip(top.values.tolist(), top.indices.tolist())}
-    cam, _ = explain(model, x)
     return labels, heat_overlay(small, cam)
 
 

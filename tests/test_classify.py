@@ -242,6 +242,22 @@ def random_zoo(tmp_path, monkeypatch):
     return tmp_path
 
 
+def test_tab_concurrent_requests_get_their_own_explanations(random_zoo):
+    """Grad-CAM and attention rollout keep per-call state on the shared model (found by test_load:
+    concurrent ViT requests failed with "'NoneType' object is not subscriptable")."""
+    from concurrent.futures import ThreadPoolExecutor
+    paths = tab.example_paths()[:2]
+    expected = {p: tab.classify(p, tab.COMPARE) for p in paths}
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda p: (p, tab.classify(p, tab.COMPARE)), paths * 6))
+    for p, out in results:
+        for got, want in zip(out[1:-1], expected[p][1:-1]):
+            if isinstance(want, dict):
+                assert got.keys() == want.keys()
+            elif want is not None:
+                assert np.array_equal(np.asarray(got), np.asarray(want))
+
+
 def test_tab_compare_all_skips_missing_models(random_zoo):
     out = tab.classify(tab.example_paths()[0], tab.COMPARE)
     preview, compact_label, compact_heat, resnet_label, resnet_heat, vit_label, vit_heat, notes = out
