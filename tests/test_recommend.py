@@ -33,6 +33,32 @@ def rec() -> Recommender:
     return Recommender(*toy_models())
 
 
+# --------------------------------------------------------------------------- Bayesian MF (Gibbs sampler)
+
+def test_bpmf_recovers_a_planted_low_rank_matrix() -> None:
+    """Ratings = 3 + user bias + item bias + rank-3 product + N(0, 0.3^2) noise, half observed: the
+    posterior means predict the hidden half near the noise floor and learn the noise precision."""
+    from training import bpmf
+    g = torch.Generator().manual_seed(0)
+    n_users, n_items, noise = 80, 60, 0.3
+    u_true, v_true = torch.randn(n_users, 3, generator=g) * 0.7, torch.randn(n_items, 3, generator=g) * 0.7
+    full = 3.0 + 0.3 * torch.randn(n_users, 1, generator=g) + 0.3 * torch.randn(1, n_items, generator=g) + u_true @ v_true.T
+    users, items = torch.meshgrid(torch.arange(n_users), torch.arange(n_items), indexing="ij")
+    users, items = users.flatten(), items.flatten()
+    ratings = full.flatten() + noise * torch.randn(users.numel(), generator=g)
+    seen = torch.rand(users.numel(), generator=g) < 0.5
+    post = bpmf.gibbs(users[seen], items[seen], ratings[seen], n_users, n_items, dim=3, burn_in=30, samples=60,
+                      progress=False)
+    hidden = ~seen
+    pred = (post.global_mean + post.user_bias[users[hidden]] + post.item_bias[items[hidden]]
+            + (post.user_factors[users[hidden]] * post.item_factors[items[hidden]]).sum(1))
+    rmse = float((pred - full.flatten()[hidden]).square().mean().sqrt())        # against the noiseless truth
+    baseline = float((full.flatten()[hidden] - ratings[seen].mean()).square().mean().sqrt())
+    assert rmse < 0.2 and baseline > 4 * rmse, (rmse, baseline)
+    assert 0.5 / noise ** 2 < post.noise_precision < 1.5 / noise ** 2
+    assert post.user_precision.shape == (3, 3) and torch.isfinite(post.user_precision).all()
+
+
 # --------------------------------------------------------------------------- fold-in
 
 @pytest.mark.parametrize("implicit", [False, True])
