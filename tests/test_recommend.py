@@ -59,6 +59,21 @@ def test_bpmf_recovers_a_planted_low_rank_matrix() -> None:
     assert post.user_precision.shape == (3, 3) and torch.isfinite(post.user_precision).all()
 
 
+def test_gibbs_recipe_trains_a_biased_mf() -> None:
+    """The recipe path the shipped weights take: the posterior means land in a plain BiasedMF."""
+    from training import movielens as ml
+    from training.recommend import rmse, train_model
+    rng = np.random.default_rng(0)
+    n = 3000
+    data = ml.Ratings(rng.integers(0, ml.N_USERS, n), rng.integers(0, ml.N_ITEMS, n),
+                      rng.integers(1, 6, n).astype(np.float32))
+    recipe = dict(model="mf", optimizer="gibbs", dim=4, burn_in=2, samples=3, seed=0, fold_lambda=2.0)
+    model = train_model(recipe, data, quiet=True)
+    assert isinstance(model, BiasedMF) and model.config.dim == 4 and model.config.fold_lambda == 2.0
+    assert model.config.global_mean == pytest.approx(float(data.ratings.mean()))
+    assert math.isfinite(rmse(model, data)) and rmse(model, data) < float(data.ratings.std())
+
+
 # --------------------------------------------------------------------------- fold-in
 
 @pytest.mark.parametrize("implicit", [False, True])
