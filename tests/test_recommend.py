@@ -42,7 +42,8 @@ def test_bpmf_recovers_a_planted_low_rank_matrix() -> None:
     g = torch.Generator().manual_seed(0)
     n_users, n_items, noise = 80, 60, 0.3
     u_true, v_true = torch.randn(n_users, 3, generator=g) * 0.7, torch.randn(n_items, 3, generator=g) * 0.7
-    full = 3.0 + 0.3 * torch.randn(n_users, 1, generator=g) + 0.3 * torch.randn(1, n_items, generator=g) + u_true @ v_true.T
+    biases = 0.3 * torch.randn(n_users, 1, generator=g) + 0.3 * torch.randn(1, n_items, generator=g)
+    full = 3.0 + biases + u_true @ v_true.T
     users, items = torch.meshgrid(torch.arange(n_users), torch.arange(n_items), indexing="ij")
     users, items = users.flatten(), items.flatten()
     ratings = full.flatten() + noise * torch.randn(users.numel(), generator=g)

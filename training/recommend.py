@@ -234,7 +234,8 @@ def evaluate_mf(recipe: dict[str, Any], root: Path) -> dict[str, Any]:
            "rmse_mean": float(np.mean(folds)), "rmse_std": float(np.std(folds)),
            "rmse_folds": [round(f, 4) for f in folds]}
     if baseline:
-        out.update(sgd_baseline_rmse_mean=float(np.mean(baseline)), sgd_baseline_rmse_folds=[round(f, 4) for f in baseline])
+        out.update(sgd_baseline_rmse_mean=float(np.mean(baseline)),
+                   sgd_baseline_rmse_folds=[round(f, 4) for f in baseline])
     return out
 
 
