@@ -14,7 +14,7 @@ import weights
 from demos import classify as tab
 from models.classify import (CompactNet, CompactNetConfig, ResNet, ResNetConfig, ViT, ViTConfig,
                              attention_rollout, grad_cam)
-from training.classify import (Augmented, accuracy_report, build_model, export, parse_model_config, predict,
+from training.classify import (Augmented, Lookahead, accuracy_report, build_model, export, parse_model_config, predict,
                               read_folder, run_exported)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,6 +129,24 @@ def test_augmentation_flips_and_translates_batchwise():
         hits = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
                 if torch.equal(x[i, :, 2:30, 2:30], images[i, :, 2 + dy:30 + dy, 2 + dx:30 + dx])]
         assert hits
+
+
+def test_lookahead_pulls_toward_the_slow_weights_and_ends_on_them():
+    model = torch.nn.Linear(3, 2)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    lookahead = Lookahead(model, total_steps=10, every=5)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    lookahead(3)  # not a lookahead step: nothing changes
+    assert torch.allclose(model.weight, start["weight"] + 1)
+    lookahead(5)  # decay 0.95^5 * (5/10)^3 ~ 0.097 toward the slow copy (the initial weights)
+    decay = 0.95 ** 5 * 0.5 ** 3
+    assert torch.allclose(model.weight, start["weight"] + (1 - decay))
+    snapshot = model.weight.clone()
+    with torch.no_grad():
+        model.weight.add_(5.0)
+    lookahead(10)  # the last step: the weights become the slow copy, the last 5 steps' moves dropped
+    assert torch.allclose(model.weight, snapshot)
 
 
 def test_predict_tta_and_accuracy_report():

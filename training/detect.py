@@ -346,7 +346,13 @@ def train(args: argparse.Namespace) -> None:
         if where is not None and where.is_relative_to(ROOT):
             where = where.relative_to(ROOT)
         init = f"CIFAR-10 ({where})" if where is not None else "scratch"
-        model = YOLO(YOLOConfig(image_size=args.size, backbone_init=init))
+        widths = {}
+        if args.backbone_init:  # the trunk takes the widths of the CompactNet it starts from
+            try:
+                widths = {"compact_widths": json.loads((Path(args.backbone_init) / "config.json").read_text())["widths"]}
+            except (OSError, ValueError, KeyError) as e:
+                fail(f"--backbone-init {args.backbone_init}: not a compact-cifar10 weights folder ({e})")
+        model = YOLO(YOLOConfig(image_size=args.size, backbone_init=init, **widths))
         if args.backbone_init:
             load_backbone(model, args.backbone_init)
     data = VOCTrain(train_set if not args.limit else torch.utils.data.Subset(train_set, range(args.limit)), args.size)

@@ -30,7 +30,7 @@ from models.diffusion import UNet, UNetConfig
 from models.schedulers import NoiseSchedule, make_scheduler, sample
 from training import gen_eval
 from training.common import CHECKPOINTS, check_weights_folder, cli, fail, print_json, push_to_hub
-from training.loop import TrainConfig, fit
+from training.loop import TrainConfig, bf16_fast, fit, pick_device
 
 
 @dataclass
@@ -45,6 +45,7 @@ class Recipe:
     flip: bool = False
     max_minutes: float | None = None
     eval_every: int = 250
+    bf16: bool = False            # bf16 autocast (where the device runs it fast: CUDA, CPUs with AVX-512 bf16)
 
 
 RECIPES = {
@@ -139,6 +140,7 @@ def train(args: argparse.Namespace) -> None:
     batch_size = args.batch_size or recipe.batch_size
     lr = args.lr or recipe.lr
     max_minutes = args.max_minutes if args.max_minutes is not None else recipe.max_minutes
+    bf16 = recipe.bf16 if args.bf16 is None else args.bf16
     if not args.no_eval and not weights.available(f"evalnet-{args.dataset}"):
         fail(f"the evaluation classifier evalnet-{args.dataset} is not trained: run `python -m training.gen_eval "
              f"--dataset {args.dataset}` first, or pass --no-eval")
@@ -158,7 +160,7 @@ def train(args: argparse.Namespace) -> None:
     trainee = Trainee(UNet(config), recipe.ema, recipe.label_dropout)
     out_dir = Path(args.checkpoints) if args.checkpoints else CHECKPOINTS / f"diffusion-{args.dataset}"
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=0.0, schedule="cosine",
-                      warmup_steps=min(recipe.warmup, steps // 10), min_lr_ratio=0.1, grad_clip=1.0, bf16=False,
+                      warmup_steps=min(recipe.warmup, steps // 10), min_lr_ratio=0.1, grad_clip=1.0, bf16=bf16,
                       eval_every=min(recipe.eval_every, steps), monitor="val_loss_ema", mode="min",
                       max_minutes=max_minutes, seed=args.seed, out_dir=str(out_dir), resume=not args.fresh)
 
@@ -177,6 +179,7 @@ def train(args: argparse.Namespace) -> None:
     info = {"steps_done": result.steps_done, "steps": steps, "batch_size": batch_size, "lr": lr,
             "minutes": round(result.minutes, 1), "best_step": result.best_step, "params_m": round(n_params / 1e6, 2),
             "val_loss_ema": result.best_metric, "images": len(train_set), "threads": torch.get_num_threads(),
+            "precision": "bf16 autocast" if bf16 and bf16_fast(pick_device()) else "fp32",
             "command": "python -m training.diffusion " + " ".join(a for a in sys.argv[1:] if a != "--no-eval")}
     (out_dir / "train_info.json").write_text(json.dumps(info, indent=1))
     print(f"wrote {folder} ({result.steps_done} steps in {result.minutes:.1f} min, best EMA val loss "
@@ -267,7 +270,7 @@ def write_card(folder: Path, dataset: str, metrics: dict[str, Any], info: dict[s
         f"({info['steps_done'] * info['batch_size'] / info['images']:.1f} epochs of {info['images']} images), AdamW "
         f"lr {info['lr']} (warm-up, cosine), label dropout 0.1 (null class), EMA of the weights (shipped), "
         f"{info['minutes']} min on the CPU ({platform.processor() or platform.machine()}, {info['threads']} torch "
-        f"thread(s), shared with other jobs), {info['params_m']}M parameters. Config: `{json.dumps(model_cfg)}`"
+        f"thread(s), {info.get('precision', 'fp32')}), {info['params_m']}M parameters. Config: `{json.dumps(model_cfg)}`"
         + (f"\n\n{info['notes']}" if info.get("notes") else ""))
     weights.write_card(
         folder, folder.name,
@@ -306,6 +309,8 @@ def main() -> None:
         p.add_argument("--lr", type=float, default=None)
         p.add_argument("--max-minutes", type=float, default=None)
         p.add_argument("--limit", type=int, default=None, help="use only this many training images (smoke tests)")
+        p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                       help="bf16 autocast (default: the recipe's; a no-op where the device would run it slower)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
         p.add_argument("--checkpoints", default=None, help="checkpoint folder (default checkpoints/diffusion-DATASET)")
