@@ -32,7 +32,7 @@ class UNetConfig:
     # the diffusion process the weights were trained for (read by models.schedulers.from_config)
     num_train_timesteps: int = 1000
     beta_schedule: str = "cosine"     # cosine | linear
-    prediction_type: str = "epsilon"
+    prediction_type: str = "epsilon"  # epsilon | v_prediction (v = sqrt(abar) eps - sqrt(1 - abar) x_0)
     default_guidance: float = 3.0
 
 

@@ -7,6 +7,9 @@ process is respaced (Nichol & Dhariwal 2021): beta'_t = 1 - abar_t / abar_prev.
 DDIM (Song et al. 2021): x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma z,
 sigma = eta * sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)); eta=1 recovers DDPM's variance.
 Classifier-free guidance: eps = eps_uncond + w (eps_cond - eps_uncond), both from one batched forward.
+The network predicts either eps or v = sqrt(abar) eps - sqrt(1 - abar) x_0 (Salimans & Ho 2022). With eps,
+x_0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) divides the network's error by sqrt(abar), which the cosine
+schedule takes to 5e-5 at t = T - 1; with v, x_0 = sqrt(abar) x_t - sqrt(1 - abar) v never amplifies it.
 """
 import math
 from dataclasses import dataclass
@@ -39,8 +42,12 @@ class StepOutput:
 class NoiseSchedule:
     """The forward process and the shared bookkeeping of the samplers."""
 
-    def __init__(self, num_train_timesteps: int = 1000, beta_schedule: str = "cosine", clip_sample: bool = True):
+    def __init__(self, num_train_timesteps: int = 1000, beta_schedule: str = "cosine", clip_sample: bool = True,
+                 prediction_type: str = "epsilon"):
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unknown prediction type {prediction_type!r}: use epsilon or v_prediction")
         self.num_train_timesteps, self.beta_schedule, self.clip_sample = num_train_timesteps, beta_schedule, clip_sample
+        self.prediction_type = prediction_type
         self.betas = make_betas(beta_schedule, num_train_timesteps)
         self.alphas_cumprod = torch.cumprod(1 - self.betas, 0)
         self.set_timesteps(num_train_timesteps)
@@ -48,7 +55,8 @@ class NoiseSchedule:
     @classmethod
     def from_config(cls, config) -> "NoiseSchedule":
         """The schedule a ``UNetConfig`` says the model was trained with."""
-        return cls(config.num_train_timesteps, config.beta_schedule)
+        return cls(config.num_train_timesteps, config.beta_schedule,
+                   prediction_type=getattr(config, "prediction_type", "epsilon"))
 
     def set_timesteps(self, num_inference_steps: int) -> None:
         """``num_inference_steps`` timesteps from T-1 down to 0, evenly spaced (both ends included)."""
@@ -85,8 +93,21 @@ class NoiseSchedule:
         a = self.abar(t)
         return (x_t - self._bcast((1 - a).sqrt(), x_t) * eps) / self._bcast(a.sqrt(), x_t)
 
-    def _x0_and_eps(self, eps: torch.Tensor, t: int, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x0 = self.predict_x0(x_t, eps, t)
+    def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network learns to output for x_t = add_noise(x0, noise, t): eps, or v."""
+        if self.prediction_type == "epsilon":
+            return noise
+        a = self.abar(t)
+        return self._bcast(a.sqrt(), x0) * noise - self._bcast((1 - a).sqrt(), x0) * x0
+
+    def _x0_and_eps(self, output: torch.Tensor, t: int, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The x_0 guess and the noise estimate from the network's output (eps or v)."""
+        if self.prediction_type == "v_prediction":
+            a = self.abar(t)
+            ca, cs = a.sqrt().to(x_t.dtype), (1 - a).sqrt().to(x_t.dtype)
+            x0, eps = ca * x_t - cs * output, cs * x_t + ca * output
+        else:
+            x0, eps = self.predict_x0(x_t, output, t), output
         if self.clip_sample:  # keep the x_0 guess in the data range; eps made consistent with it
             x0 = x0.clamp(-1, 1)
             a = self.abar(t)

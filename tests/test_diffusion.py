@@ -50,6 +50,22 @@ def test_forward_process_statistics(kind):
         assert float(xt.var()) == pytest.approx(1 - a, abs=0.01 + 0.02 * (1 - a))
 
 
+def test_v_target_gives_back_x0_and_noise_at_every_noise_level():
+    s = NoiseSchedule(1000, "cosine", clip_sample=False, prediction_type="v_prediction")
+    torch.manual_seed(0)
+    x0, noise = torch.rand(4, 1, 8, 8) * 2 - 1, torch.randn(4, 1, 8, 8)
+    for t in (0, 10, 500, 999):  # 999: abar 2.4e-9, where an eps model's x_0 guess is its error times 2e4
+        tt = torch.full((4,), t)
+        v = s.training_target(x0, noise, tt)
+        a = s.abar(t).float()
+        assert torch.allclose(v, a.sqrt() * noise - (1 - a).sqrt() * x0, atol=1e-6)
+        x0_hat, eps_hat = s._x0_and_eps(v, t, s.add_noise(x0, noise, tt))
+        assert torch.allclose(x0_hat, x0, atol=1e-5) and torch.allclose(eps_hat, noise, atol=1e-5)
+    assert torch.equal(NoiseSchedule(1000, "cosine").training_target(x0, noise, torch.full((4,), 7)), noise)
+    with pytest.raises(ValueError, match="prediction type"):
+        NoiseSchedule(1000, "cosine", prediction_type="x0")
+
+
 def test_predict_x0_inverts_add_noise():
     s = NoiseSchedule(1000, "cosine", clip_sample=False)
     x0, noise = torch.rand(4, 1, 5, 5) * 2 - 1, torch.randn(4, 1, 5, 5)
@@ -111,14 +127,19 @@ class Oracle(torch.nn.Module):
     def forward(self, x, t, y):
         self.calls.append(len(x))
         a = self.schedule.abar(t).to(x.dtype).view(-1, 1, 1, 1)
-        return (x - a.sqrt() * self.target) / (1 - a).sqrt()
+        eps = (x - a.sqrt() * self.target) / (1 - a).sqrt()
+        if self.schedule.prediction_type == "v_prediction":
+            return a.sqrt() * eps - (1 - a).sqrt() * self.target
+        return eps
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize("kind,steps,eta", [("ddim", 20, 0.0), ("ddim", 50, 1.0), ("ddpm", 1000, 0.0),
                                             ("ddpm", 25, 0.0)])
-def test_samplers_recover_a_point_mass(kind, steps, eta):
+def test_samplers_recover_a_point_mass(kind, steps, eta, prediction):
     target = torch.rand(1, 1, 4, 4) * 1.6 - 0.8
-    s = make_scheduler(kind, UNetConfig(num_train_timesteps=1000, beta_schedule="cosine"), steps)
+    s = make_scheduler(kind, UNetConfig(num_train_timesteps=1000, beta_schedule="cosine", prediction_type=prediction),
+                       steps)
     model = Oracle(target, s)
     model.config = UNetConfig(num_classes=2)
     out = sample(model, s, torch.zeros(3, dtype=torch.long), shape=(3, 1, 4, 4), guidance=1.0, eta=eta,
