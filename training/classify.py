@@ -232,11 +232,10 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     """Weight decay on weights only; for SGD the airbench parametrization: ``lr`` and ``weight_decay``
     are per example and independent of the momentum, so they carry over between batch sizes."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in params if p.ndim >= 2]
-    biases = [p for n, p in params if p.ndim < 2]
-    if recipe.bias_lr_scale != 1.0:  # airbench: only the BatchNorm shifts get the faster rate
-        decay = [p for n, p in params if "norm" not in n]
-        biases = [p for n, p in params if "norm" in n]
+    # no weight decay on 1-d parameters; with airbench's faster rate, only the BatchNorm shifts get it
+    is_bias = (lambda n, p: "norm" in n) if recipe.bias_lr_scale != 1.0 else (lambda n, p: p.ndim < 2)
+    decay = [p for n, p in params if not is_bias(n, p)]
+    biases = [p for n, p in params if is_bias(n, p)]
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
                                   {"params": biases, "weight_decay": 0.0}], lr=recipe.lr, betas=recipe.betas)
@@ -366,7 +365,8 @@ def train(args: argparse.Namespace) -> None:
              f"lr {recipe.lr} wd {recipe.weight_decay}, label smoothing {recipe.label_smoothing}, flip + "
              f"{recipe.translate}-pixel translate; {result.minutes:.1f} min of wall time on the CPU "
              f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-             f"{'bf16 autocast' if recipe.bf16 and bf16_fast(pick_device()) else 'fp32'}, channels-last), {n_params / 1e6:.2f}M parameters.\n\n"
+             f"{'bf16 autocast' if recipe.bf16 and bf16_fast(pick_device()) else 'fp32'}, channels-last), "
+             f"{n_params / 1e6:.2f}M parameters.\n\n"
              f"| class | test accuracy |\n|---|---|\n{per_class}\n\n"
              f"| step | minutes | train loss | val accuracy |\n|---|---|---|---|\n{history}\n")
     description = DESCRIPTIONS[args.model].format(**vars(model.config))

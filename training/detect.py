@@ -349,7 +349,8 @@ def train(args: argparse.Namespace) -> None:
         widths = {}
         if args.backbone_init:  # the trunk takes the widths of the CompactNet it starts from
             try:
-                widths = {"compact_widths": json.loads((Path(args.backbone_init) / "config.json").read_text())["widths"]}
+                config_file = Path(args.backbone_init) / "config.json"
+                widths = {"compact_widths": json.loads(config_file.read_text())["widths"]}
             except (OSError, ValueError, KeyError) as e:
                 fail(f"--backbone-init {args.backbone_init}: not a compact-cifar10 weights folder ({e})")
         model = YOLO(YOLOConfig(image_size=args.size, backbone_init=init, **widths))

@@ -1,4 +1,4 @@
-"""Train and evaluate the class-conditional diffusion models (epsilon prediction, classifier-free guidance).
+"""Train and evaluate the class-conditional diffusion models (eps or v prediction, classifier-free guidance).
 
     python -m training.diffusion --dataset fashion                      # writes weights/ddpm-fashion
     python -m training.diffusion --dataset cifar10                      # GPU-sized; --limit for a smoke test
@@ -273,7 +273,8 @@ def write_card(folder: Path, dataset: str, metrics: dict[str, Any], info: dict[s
         f"({info['steps_done'] * info['batch_size'] / info['images']:.1f} epochs of {info['images']} images), AdamW "
         f"lr {info['lr']} (warm-up, cosine), label dropout 0.1 (null class), EMA of the weights (shipped), "
         f"{info['minutes']} min on the CPU ({platform.processor() or platform.machine()}, {info['threads']} torch "
-        f"thread(s), {info.get('precision', 'fp32')}), {info['params_m']}M parameters. Config: `{json.dumps(model_cfg)}`"
+        f"thread(s), {info.get('precision', 'fp32')}), {info['params_m']}M parameters. "
+        f"Config: `{json.dumps(model_cfg)}`"
         + (f"\n\n{info['notes']}" if info.get("notes") else ""))
     weights.write_card(
         folder, folder.name,
