@@ -102,16 +102,15 @@ class NoiseSchedule:
 
     def _x0_and_eps(self, output: torch.Tensor, t: int, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The x_0 guess and the noise estimate from the network's output (eps or v)."""
+        a = self.abar(t)
+        ca, cs = a.sqrt().to(x_t.dtype), (1 - a).sqrt().to(x_t.dtype)
         if self.prediction_type == "v_prediction":
-            a = self.abar(t)
-            ca, cs = a.sqrt().to(x_t.dtype), (1 - a).sqrt().to(x_t.dtype)
             x0, eps = ca * x_t - cs * output, cs * x_t + ca * output
         else:
-            x0, eps = self.predict_x0(x_t, output, t), output
+            x0, eps = (x_t - cs * output) / ca, output
         if self.clip_sample:  # keep the x_0 guess in the data range; eps made consistent with it
             x0 = x0.clamp(-1, 1)
-            a = self.abar(t)
-            eps = (x_t - a.sqrt().to(x_t.dtype) * x0) / (1 - a).sqrt().to(x_t.dtype)
+            eps = (x_t - ca * x0) / cs
         return x0, eps
 
     def step(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor,
