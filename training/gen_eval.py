@@ -21,12 +21,12 @@ from torch import nn
 import weights
 from models.evalnet import EvalNet, EvalNetConfig
 from training.common import CHECKPOINTS, cli, fail, load_weights_folder, print_json, push_to_hub
-from training.loop import TrainConfig, fit
+from training.loop import TrainConfig, bf16_fast, fit, pick_device
 
 DATASETS = ("fashion", "cifar10")
 RECIPES = {  # sized for a few minutes on one CPU thread (pool=3 keeps more layout; not yet measured here)
-    "fashion": dict(widths=[16, 32, 64], pool=1, epochs=5, batch_size=128, lr=3e-3, flip=True),
-    "cifar10": dict(widths=[32, 64, 128], pool=2, epochs=10, batch_size=128, lr=3e-3, flip=True),
+    "fashion": dict(widths=[16, 32, 64], pool=1, epochs=5, batch_size=128, lr=3e-3, flip=True, bf16=False),
+    "cifar10": dict(widths=[32, 64, 128], pool=2, epochs=10, batch_size=128, lr=3e-3, flip=True, bf16=True),
 }
 
 
@@ -158,7 +158,7 @@ def test_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) 
 
 def train(args: argparse.Namespace) -> None:
     recipe = dict(RECIPES[args.dataset])
-    for key in ("epochs", "lr", "batch_size"):
+    for key in ("epochs", "lr", "batch_size", "bf16"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     try:
@@ -180,7 +180,7 @@ def train(args: argparse.Namespace) -> None:
     steps_per_epoch = len(train_set) // recipe["batch_size"]
     steps = max(1, round(recipe["epochs"] * steps_per_epoch))
     cfg = TrainConfig(steps=steps, batch_size=recipe["batch_size"], lr=recipe["lr"], weight_decay=5e-4,
-                      schedule="onecycle", warmup_steps=round(0.15 * steps), bf16=False,
+                      schedule="onecycle", warmup_steps=round(0.15 * steps), bf16=recipe["bf16"],
                       eval_every=steps_per_epoch, monitor="val_acc", mode="max", max_minutes=args.max_minutes,
                       seed=args.seed, out_dir=str(CHECKPOINTS / f"evalnet-{args.dataset}"), resume=not args.fresh)
     criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
@@ -204,7 +204,8 @@ def train(args: argparse.Namespace) -> None:
              f"{len(history_lines := result.history)} epochs on a 5,000-image validation split of the training "
              f"set. Training: {result.steps_done} steps of batch {recipe['batch_size']}, AdamW one-cycle lr "
              f"{recipe['lr']}, label smoothing 0.1, random 2-pixel shifts and flips; {result.minutes:.1f} min on "
-             f"the CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads), "
+             f"the CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+             f"{'bf16 autocast' if recipe['bf16'] and bf16_fast(pick_device()) else 'fp32'}), "
              f"{n_params / 1e3:.0f}k parameters.\n\nUsed only to judge generated images (class consistency, "
              f"confidence histogram, Frechet distance in its {config.feature_dim}-d penultimate features); never "
              f"part of a generative model.\n\n| epoch | minutes | val accuracy |\n|---|---|---|\n"
@@ -245,6 +246,8 @@ def main() -> None:
         p.add_argument("--batch-size", type=int, default=None)
         p.add_argument("--limit", type=int, default=None, help="use only this many training images (smoke tests)")
         p.add_argument("--max-minutes", type=float, default=None)
+        p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                       help="bf16 autocast (default: the recipe's; a no-op where the device would run it slower)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
 
