@@ -15,7 +15,8 @@ from PIL import Image
 import weights
 from demos import caption as tab
 from models.caption import BOS, EOS, Captioner, CaptionConfig, beam_search, length_norm, tokenize
-from training.caption import CaptionBatches, build_vocab, caption_loss, corpus_bleu, read_flickr8k
+from training.caption import (CaptionBatches, augment, build_vocab, caption_loss, corpus_bleu, make_optimizer,
+                              read_flickr8k)
 
 ROOT = Path(__file__).resolve().parent.parent
 FLICKR = ROOT.parent / "shared" / "datasets" / "flickr8k"
@@ -135,6 +136,38 @@ def test_caption_rows_share_their_image_grid():
     alone = model.decode(model.memory(f[1:]), tokens[2:, :4])  # the padded row, without padding
     assert torch.allclose(logits[2, :4], alone[0], atol=1e-5)
     assert torch.isfinite(caption_loss(model, batch, 0.1))
+
+
+def test_augment_shifts_and_flips_within_the_image():
+    images = torch.randint(0, 256, (64, 3, 12, 12), dtype=torch.uint8)
+    out = augment(images, torch.Generator().manual_seed(0), shift=2)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    assert not torch.equal(out, images)
+    same = augment(images, torch.Generator().manual_seed(0), shift=2)
+    assert torch.equal(out, same)  # seeded
+    flat = torch.full((4, 3, 12, 12), 7, dtype=torch.uint8)  # reflect padding: a flat image stays flat
+    assert torch.equal(augment(flat, torch.Generator().manual_seed(1), shift=4), flat)
+    only_flip = augment(images, torch.Generator().manual_seed(0), shift=0)
+    assert all(torch.equal(o, i) or torch.equal(o, i.flip(-1)) for o, i in zip(only_flip, images))
+
+
+def test_encoder_fine_tuning_batches_reach_the_encoder_at_its_own_rate():
+    from training.loop import TrainConfig
+    model = tiny().train()
+    images = torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8)
+    batches = CaptionBatches(images, [[model.encode_text("a dog runs")], [model.encode_text("a cat")]],
+                             augment_seed=0)
+    batch = batches.collate([0, 1])
+    assert batch[0].dtype == torch.uint8 and batch[0].shape == images.shape
+    caption_loss(model, batch, 0.1).backward()
+    assert all(p.grad.abs().sum() > 0 for p in model.encoder.parameters() if p.requires_grad and p.ndim > 1)
+    opt = make_optimizer(model, TrainConfig(lr=1e-3, weight_decay=0.05), encoder_lr_scale=0.1)
+    encoder_ids = {id(p) for p in model.encoder.parameters()}
+    for group in opt.param_groups:
+        in_encoder = {id(p) in encoder_ids for p in group["params"]}
+        assert len(in_encoder) == 1  # a group is all encoder or all decoder
+        assert group["lr"] == pytest.approx(1e-4 if in_encoder == {True} else 1e-3)
+    assert sum(len(g["params"]) for g in opt.param_groups) == sum(p.requires_grad for p in model.parameters())
 
 
 def test_save_and_load_keep_the_vocabulary(tmp_path):

@@ -29,7 +29,7 @@ from tqdm import tqdm
 import weights
 from models.caption import PAD, SPECIALS, Captioner, CaptionConfig, tokenize
 from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, load_weights_folder, print_json, push_to_hub
-from training.loop import TrainConfig, fit
+from training.loop import TrainConfig, bf16_fast, fit, pick_device
 
 CACHE = ROOT / "data_cache"
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -118,6 +118,39 @@ def extract(model: Captioner, folder: Path, names: list[str], batch_size: int = 
     return torch.cat(out)
 
 
+@torch.no_grad()
+def encode(model: Captioner, images: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
+    """Encoder grids of uint8 images (N, 3, S, S) already in memory, (N, grid*grid, channels) fp16."""
+    model.eval()
+    return torch.cat([model.features(to_input(chunk)).float() for chunk in images.split(batch_size)]).half()
+
+
+def cached_images(data: Flickr8k, names: list[str], size: int) -> torch.Tensor:
+    """All named images as one uint8 tensor (N, 3, size, size), decoded once and kept in ``data_cache/``."""
+    h = hashlib.sha1(f"{data.images.resolve()}|{size}|".encode() + "\n".join(names).encode())
+    path = CACHE / f"flickr8k-images-{h.hexdigest()[:12]}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    images = torch.stack([load_image(data.images / n, size) for n in tqdm(names, desc="decoding images",
+                                                                             dynamic_ncols=True)])
+    CACHE.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(images, tmp)
+    tmp.replace(path)
+    return images
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, shift: int = 8) -> torch.Tensor:
+    """Random translations by up to ``shift`` pixels (reflect padding) and horizontal flips, per image."""
+    n, _, s, _ = images.shape
+    padded = F.pad(images.float(), (shift,) * 4, mode="reflect")
+    dx, dy = torch.randint(0, 2 * shift + 1, (2, n), generator=generator).tolist()
+    flip = torch.rand(n, generator=generator) < 0.5
+    out = torch.stack([padded[i, :, dy[i]:dy[i] + s, dx[i]:dx[i] + s] for i in range(n)])
+    out[flip] = out[flip].flip(-1)
+    return out.to(torch.uint8)
+
+
 def cached_features(model: Captioner, data: Flickr8k, names: list[str]) -> torch.Tensor:
     """``extract`` once per (encoder weights, image size, image folder), kept in ``data_cache/``."""
     h = hashlib.sha1(f"{data.images.resolve()}|{model.config.image_size}|{len(names)}".encode())
@@ -137,10 +170,12 @@ def cached_features(model: Captioner, data: Flickr8k, names: list[str]) -> torch
 
 class CaptionBatches:
     """Items are images; a batch is their grids and *all* their captions (teacher-forcing targets),
-    with ``index`` mapping each caption to its image so the grid's keys/values are computed once."""
+    with ``index`` mapping each caption to its image so the grid's keys/values are computed once.
+    With ``augment_seed``, ``features`` are uint8 images (encoder fine-tuning), randomly shifted and flipped."""
 
-    def __init__(self, features: torch.Tensor, captions: list[list[list[int]]]):
+    def __init__(self, features: torch.Tensor, captions: list[list[list[int]]], augment_seed: int | None = None):
         self.features, self.captions = features, captions
+        self.generator = None if augment_seed is None else torch.Generator().manual_seed(augment_seed)
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -156,12 +191,16 @@ class CaptionBatches:
         tokens = torch.full((len(seqs), max(map(len, seqs))), PAD, dtype=torch.long)
         for r, s in enumerate(seqs):
             tokens[r, :len(s)] = torch.tensor(s)
-        return self.features[indices].float(), tokens, torch.tensor(index)
+        x = self.features[indices]
+        return (augment(x, self.generator) if self.generator else x.float()), tokens, torch.tensor(index)
 
 
 def caption_loss(model: Captioner, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                  label_smoothing: float = 0.0) -> torch.Tensor:
+    """Teacher-forcing cross-entropy; the batch holds encoder grids, or uint8 images (B, 3, S, S) to encode."""
     feats, tokens, index = batch
+    if feats.dtype == torch.uint8:
+        feats = model.features(to_input(feats))
     logits = model.decode(model.memory(feats), tokens[:, :-1], index)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens[:, 1:].reshape(-1),
                            ignore_index=PAD, label_smoothing=label_smoothing)
@@ -208,6 +247,17 @@ def evaluate_split(model: Captioner, features: torch.Tensor, caption_lists: list
 
 # --------------------------------------------------------------------------- train
 
+def make_optimizer(model: Captioner, cfg: TrainConfig, encoder_lr_scale: float) -> torch.optim.AdamW:
+    """AdamW with the encoder at ``encoder_lr_scale`` x the decoder's rate (the schedule scales both);
+    no weight decay on 1-d parameters (biases, norms)."""
+    groups = []
+    for is_encoder, scale in ((False, 1.0), (True, encoder_lr_scale)):
+        params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("encoder.") == is_encoder]
+        groups += [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay, "lr": cfg.lr * scale},
+                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr": cfg.lr * scale}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
 def build_captioner(args: argparse.Namespace, vocab: list[str]) -> Captioner:
     if args.pretrained:
         config = CaptionConfig(vocab=vocab, encoder="resnet18", image_size=args.image_size or 224,
@@ -251,7 +301,13 @@ def train(args: argparse.Namespace) -> None:
     vocab = build_vocab([c for n in data.splits["train"] for c in data.captions[n]], args.min_count)
     torch.manual_seed(args.seed)
     model = build_captioner(args, vocab)
-    model.encoder.requires_grad_(False)  # frozen: its grid is computed once and cached
+    finetune = args.finetune_encoder
+    if args.bf16 is None:
+        args.bf16 = finetune or torch.cuda.is_available()
+    if finetune:
+        model.encoder.to(memory_format=torch.channels_last)
+    else:
+        model.encoder.requires_grad_(False)  # frozen: its grid is computed once and cached
     init = Path(args.encoder_init).resolve() if args.encoder_init else None
     shown = init.relative_to(ROOT) if init and init.is_relative_to(ROOT) else init
     encoder_source = ("torchvision ResNet-18 ImageNet weights" if args.pretrained else
@@ -259,10 +315,16 @@ def train(args: argparse.Namespace) -> None:
     print(f"{len(vocab)} words (min count {args.min_count}), grid {model.grid}x{model.grid}, "
           f"encoder from {encoder_source}; {torch.get_num_threads()} threads", flush=True)
     names = train_names + val_names + test_names
-    feats = cached_features(model, data, names)
     n_tr, n_va = len(train_names), len(val_names)
-    train_feats, val_feats, test_feats = feats[:n_tr], feats[n_tr:n_tr + n_va], feats[n_tr + n_va:]
-    train_set = CaptionBatches(train_feats, [[model.encode_text(c) for c in data.captions[n]] for n in train_names])
+    if finetune:  # uint8 images in memory; grids of val/test are recomputed by the current encoder
+        images = cached_images(data, names, model.config.image_size)
+        train_feats, val_images, test_images = images[:n_tr], images[n_tr:n_tr + n_va], images[n_tr + n_va:]
+        val_feats = test_feats = None
+    else:
+        feats = cached_features(model, data, names)
+        train_feats, val_feats, test_feats = feats[:n_tr], feats[n_tr:n_tr + n_va], feats[n_tr + n_va:]
+    train_set = CaptionBatches(train_feats, [[model.encode_text(c) for c in data.captions[n]] for n in train_names],
+                               augment_seed=args.seed if finetune else None)
     val_set = CaptionBatches(val_feats, [[model.encode_text(c) for c in data.captions[n]] for n in val_names])
     val_refs = [data.captions[n] for n in val_names]
 
@@ -280,11 +342,13 @@ def train(args: argparse.Namespace) -> None:
 
     def evaluate(m: Captioner) -> dict[str, float]:
         m.eval()
+        grids = encode(m, val_images) if finetune else val_feats
+        val_set.features = grids
         losses = [caption_loss(m, val_set.collate(list(range(i, min(i + 100, len(val_set))))))
                   for i in range(0, len(val_set), 100)]
         refs = [references(r) for r in val_refs]
-        greedy = corpus_bleu(generate(m, val_feats), refs)
-        hyps = generate(m, val_feats, args.beam_size, args.length_penalty, args.no_repeat_ngram)
+        greedy = corpus_bleu(generate(m, grids), refs)
+        hyps = generate(m, grids, args.beam_size, args.length_penalty, args.no_repeat_ngram)
         bleu = corpus_bleu(hyps, refs)
         m.train()
         # selection by the decoding that is reported (beam search); greedy BLEU and the length for context
@@ -297,7 +361,8 @@ def train(args: argparse.Namespace) -> None:
     print(f"{n_params / 1e6:.2f}M parameters ({n_decoder / 1e6:.2f}M decoder), {len(train_set)} training images "
           f"x 5 captions, {steps} steps of {args.batch_size} images ({steps / steps_per_epoch:.1f} epochs)",
           flush=True)
-    result = fit(model, train_set, loss_fn, cfg, evaluate=evaluate, collate_fn=train_set.collate)
+    result = fit(model, train_set, loss_fn, cfg, evaluate=evaluate, collate_fn=train_set.collate,
+                 optimizer=make_optimizer(model, cfg, args.encoder_lr_scale) if finetune else None)
     model.eval()
     if args.no_export:  # recipe comparisons: the validation history in out_dir is the result
         return
@@ -306,10 +371,12 @@ def train(args: argparse.Namespace) -> None:
     weights.save(model, folder)
     shipped = Captioner.from_pretrained(str(folder)).eval()  # the fp16 file, read back
     test_refs = [data.captions[n] for n in test_names]
-    report = evaluate_split(shipped, test_feats, test_refs, args.beam_size, args.length_penalty, args.no_repeat_ngram)
-    fp32 = evaluate_split(model, test_feats, test_refs, args.beam_size, args.length_penalty, args.no_repeat_ngram,
-                          progress=False)
-    greedy = evaluate_split(shipped, test_feats, test_refs, 1, 0.0, 0, progress=False)
+    shipped_feats = encode(shipped, test_images) if finetune else test_feats
+    report = evaluate_split(shipped, shipped_feats, test_refs, args.beam_size, args.length_penalty,
+                            args.no_repeat_ngram)
+    fp32 = evaluate_split(model, encode(model, test_images) if finetune else test_feats, test_refs, args.beam_size,
+                          args.length_penalty, args.no_repeat_ngram, progress=False)
+    greedy = evaluate_split(shipped, shipped_feats, test_refs, 1, 0.0, 0, progress=False)
     print(f"test (beam {args.beam_size}, fp16 weights): {report}\nfp32: {fp32}\ngreedy: {greedy}", flush=True)
 
     command = "python -m training.caption " + " ".join(sys.argv[1:])
@@ -327,15 +394,21 @@ def train(args: argparse.Namespace) -> None:
              f"(fp32 before saving: BLEU-4 {fp32['bleu4']}). Greedy decoding: BLEU-1 {greedy['bleu1']}, "
              f"BLEU-4 {greedy['bleu4']}. The checkpoint is the best of the evaluations below by "
              f"BLEU-4 (beam {args.beam_size}) on the 1,000 validation images (`{SPLIT_FILES['val']}`).\n\n"
-             f"Encoder: {encoder_source}, frozen (its {model.grid}x{model.grid} grid of "
-             f"{model.encoder.channels}-channel features at {c.image_size}x{c.image_size} pixels is cached once). "
+             f"Encoder: {encoder_source}, " + (
+                 f"fine-tuned end to end at {args.encoder_lr_scale}x the decoder's learning rate on "
+                 f"{c.image_size}x{c.image_size} images with random shifts of up to 8 pixels and flips (its "
+                 f"{model.grid}x{model.grid} grid of {model.encoder.channels}-channel features feeds the decoder). "
+                 if finetune else
+                 f"frozen (its {model.grid}x{model.grid} grid of {model.encoder.channels}-channel features at "
+                 f"{c.image_size}x{c.image_size} pixels is cached once). ") +
              f"Decoder: {c.layers} pre-norm layers, width {c.dim}, {c.heads} heads, MLP {c.ffn}, dropout "
              f"{c.dropout}, tied word embeddings; {len(vocab)} words (training-caption words seen at least "
              f"{args.min_count} times, stored in config.json). Training: {result.steps_done} steps of "
              f"{args.batch_size} images with all their captions ({result.steps_done / steps_per_epoch:.1f} epochs "
              f"of {len(train_set)} images), AdamW lr {args.lr} (cosine), weight decay {args.weight_decay}, "
              f"label smoothing {args.label_smoothing}; {result.minutes:.1f} min on the CPU "
-             f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads), "
+             f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+             f"{'bf16 autocast' if args.bf16 and bf16_fast(pick_device()) else 'fp32'}), "
              f"{n_params / 1e6:.2f}M parameters ({n_decoder / 1e6:.2f}M in the decoder).\n\n"
              f"Test captions (beam {args.beam_size}) of the first three test images: "
              + "; ".join(f"*{s}*" for s in report["samples"]) + "\n\n"
@@ -344,9 +417,10 @@ def train(args: argparse.Namespace) -> None:
     if report["bleu4"] < TARGET_BLEU4:
         extra += (f"\n**Below target.** The issue's target is BLEU-4 >= {TARGET_BLEU4} (Show, Attend and Tell: "
                   f"0.195 / 0.213 with ImageNet-pretrained encoders). This run had {result.minutes:.0f} CPU "
-                  f"minutes and a frozen encoder pre-trained only on 32x32 CIFAR-10 images; more compute would "
-                  f"buy an ImageNet-scale encoder (`--pretrained`, or pre-training on more data), fine-tuning "
-                  f"the encoder end-to-end with augmentation, larger input images and more epochs.\n")
+                  f"minutes and an encoder pre-trained only on 32x32 CIFAR-10 images; more compute would "
+                  f"buy an ImageNet-scale encoder (`--pretrained`, or pre-training on more data), "
+                  f"{'' if finetune else 'fine-tuning the encoder end-to-end with augmentation, '}larger input "
+                  f"images and more epochs.\n")
     description = ("Image captioner: a convolutional encoder that keeps a spatial grid of features and a "
                    "Transformer decoder (causal self-attention, cross-attention to the grid), trained on "
                    "Flickr8k on a CPU.")
@@ -405,7 +479,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="use only this many training images (smoke runs)")
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--eval-every", type=int, default=None, help="steps (default: two epochs)")
-    p.add_argument("--bf16", action="store_true", default=torch.cuda.is_available())
+    p.add_argument("--finetune-encoder", action="store_true",
+                   help="train the encoder too, on augmented images (default: frozen, its grids cached)")
+    p.add_argument("--encoder-lr-scale", type=float, default=0.1, help="with --finetune-encoder: the encoder's lr "
+                   "as a multiple of --lr")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on with --finetune-encoder or CUDA; a no-op on CPUs without bf16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--out", default=None, help="checkpoint folder (default checkpoints/caption)")
