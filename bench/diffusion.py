@@ -2,8 +2,8 @@
 
     python -m bench.diffusion [--repeats 3] [--threads 2]
 
-Uses the shipped ddpm-fashion when present, else a randomly initialized U-Net of the same recipe (speed
-does not depend on the weights). Guided sampling runs the conditional and the null class in one doubled
+Times each shipped model (ddpm-fashion, ddpm-cifar10); without ddpm-fashion's weights, a randomly
+initialized U-Net of its recipe stands in (speed does not depend on the weights). Guided sampling runs the conditional and the null class in one doubled
 batch; DDIM-50 without guidance (one half of that batch) is measured in the same run as the baseline.
 """
 from __future__ import annotations
@@ -21,20 +21,27 @@ from models.schedulers import make_scheduler, sample
 TAB = "Diffusion"
 
 
-def load_unet() -> tuple[UNet, str]:
-    try:
-        return weights.load("ddpm-fashion"), "shipped ddpm-fashion"
-    except weights.WeightsError:
+def load_unets() -> list[tuple[UNet, str, str]]:
+    """(model, name, source) for each shipped U-Net."""
+    models = [(weights.load(name), name, "shipped") for name in ("ddpm-fashion", "ddpm-cifar10")
+              if weights.available(name)]
+    if not models:
         from training.diffusion import RECIPES
-        return UNet(UNetConfig(**RECIPES["fashion"].model)).eval(), "random init"
+        models = [(UNet(UNetConfig(**RECIPES["fashion"].model)).eval(), "ddpm-fashion", "random init")]
+    return models
 
 
 def run(repeats: int = 3, threads: int = 2) -> list[dict[str, Any]]:
-    """Rows {tab, case, median_ms, p90_ms, note}: DDIM-50 / DDPM-1000 x batch 1 / 16, and unguided DDIM-50."""
+    """Rows {tab, case, median_ms, p90_ms, note} per model: DDIM-50 / DDPM-1000 x batch 1 / 16, and unguided
+    DDIM-50."""
     torch.set_num_threads(threads)
-    model, source = load_unet()
+    return [row for model, name, source in load_unets()
+            for row in _run_model(model, name, source, repeats, threads)]
+
+
+def _run_model(model: UNet, name: str, source: str, repeats: int, threads: int) -> list[dict[str, Any]]:
     cfg = model.config
-    note = (f"U-Net ({source}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+    note = (f"U-Net ({source} {name}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
             f"{cfg.image_size}x{cfg.image_size}), {threads} thread(s)")
     w = cfg.default_guidance
     rows = []
@@ -50,7 +57,7 @@ def run(repeats: int = 3, threads: int = 2) -> list[dict[str, Any]]:
         slow = kind == "ddpm" and batch > 1
         t = timeit(call, 1 if slow else repeats, warmup=0 if kind == "ddpm" else 1)
         per_image = t["median_ms"] / batch
-        rows.append({"tab": TAB, "case": f"{kind.upper()}-{steps}, batch {batch}, "
+        rows.append({"tab": TAB, "case": f"{name}: {kind.upper()}-{steps}, batch {batch}, "
                                          f"{'guidance ' + format(guidance, 'g') if guidance != 1 else 'no guidance'}",
                      **t, "note": f"{per_image / 1000:.2f} s per image{' (1 run)' if slow else ''}; {note}"})
     return rows
@@ -62,9 +69,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     rows = run(args.repeats, args.threads)
-    print(f"{rows[0]['note'].split('; ', 1)[1]}; torch {torch.__version__}, median of {args.repeats}")
+    print(f"torch {torch.__version__}, median of {args.repeats}")
     for r in rows:
-        print(f"{r['case']:40s} {r['median_ms'] / 1000:8.2f} s   ({r['note'].split(';')[0]})")
+        print(f"{r['case']:55s} {r['median_ms'] / 1000:8.2f} s   ({r['note'].split(';')[0]})")
 
 
 if __name__ == "__main__":
