@@ -1,12 +1,13 @@
 """Train and evaluate the Flickr8k captioner (CNN grid encoder + Transformer decoder).
 
-    python -m training.caption --threads 1
+    python -m training.caption --finetune-encoder --epochs 8 --eval-every 374    # the shipped weights, ~40 min
     python -m training.caption evaluate --weights weights/captioner-flickr8k [--data ../shared/datasets/flickr8k]
 
-The shipped recipe starts the encoder from the CIFAR-10 compact net (``--encoder-init``), keeps it frozen,
-caches its feature grid for every image once (``data_cache/``) and trains the decoder on the cache with
-all five captions of each image. ``--pretrained`` starts a ResNet-18 encoder from torchvision's ImageNet
-weights instead (needs internet once).
+The encoder starts from the CIFAR-10 compact net (``--encoder-init``). The shipped recipe fine-tunes it end to
+end on randomly shifted and flipped 96x96 images (``--finetune-encoder``, at a tenth of the decoder's rate,
+bf16); without that flag the encoder stays frozen and its feature grid is cached once (``data_cache/``), which
+is faster but gave test BLEU-4 0.132 against 0.160. Every step trains on all five captions of each image.
+``--pretrained`` starts a ResNet-18 encoder from torchvision's ImageNet weights instead (needs internet once).
 """
 from __future__ import annotations
 
