@@ -111,12 +111,9 @@ def to_input(images: torch.Tensor) -> torch.Tensor:
 def extract(model: Captioner, folder: Path, names: list[str], batch_size: int = 64,
             desc: str = "features") -> torch.Tensor:
     """Encoder grids of the named images, (N, grid*grid, channels) fp16."""
-    model.eval()
-    out = []
-    for i in tqdm(range(0, len(names), batch_size), desc=desc, dynamic_ncols=True):
-        batch = torch.stack([load_image(folder / n, model.config.image_size) for n in names[i:i + batch_size]])
-        out.append(model.features(to_input(batch)).half())
-    return torch.cat(out)
+    return torch.cat([encode(model, torch.stack([load_image(folder / n, model.config.image_size)
+                                                for n in names[i:i + batch_size]]))
+                      for i in tqdm(range(0, len(names), batch_size), desc=desc, dynamic_ncols=True)])
 
 
 @torch.no_grad()
@@ -129,16 +126,8 @@ def encode(model: Captioner, images: torch.Tensor, batch_size: int = 100) -> tor
 def cached_images(data: Flickr8k, names: list[str], size: int) -> torch.Tensor:
     """All named images as one uint8 tensor (N, 3, size, size), decoded once and kept in ``data_cache/``."""
     h = hashlib.sha1(f"{data.images.resolve()}|{size}|".encode() + "\n".join(names).encode())
-    path = CACHE / f"flickr8k-images-{h.hexdigest()[:12]}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=True)
-    images = torch.stack([load_image(data.images / n, size) for n in tqdm(names, desc="decoding images",
-                                                                             dynamic_ncols=True)])
-    CACHE.mkdir(exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(images, tmp)
-    tmp.replace(path)
-    return images
+    return _cached(CACHE / f"flickr8k-images-{h.hexdigest()[:12]}.pt", lambda: torch.stack(
+        [load_image(data.images / n, size) for n in tqdm(names, desc="decoding images", dynamic_ncols=True)]))
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, shift: int = 8) -> torch.Tensor:
@@ -158,15 +147,19 @@ def cached_features(model: Captioner, data: Flickr8k, names: list[str]) -> torch
     for v in model.encoder.state_dict().values():
         h.update(v.detach().float().numpy().tobytes())
     h.update("\n".join(names).encode())
-    path = CACHE / f"flickr8k-grid-{h.hexdigest()[:12]}.pt"
+    return _cached(CACHE / f"flickr8k-grid-{h.hexdigest()[:12]}.pt", lambda: extract(model, data.images, names))
+
+
+def _cached(path: Path, compute: Any) -> torch.Tensor:
+    """The tensor saved at ``path``, else ``compute()``, saved atomically (a killed run leaves no partial file)."""
     if path.exists():
         return torch.load(path, weights_only=True)
-    feats = extract(model, data.images, names)
+    value = compute()
     CACHE.mkdir(exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(feats, tmp)
+    torch.save(value, tmp)
     tmp.replace(path)
-    return feats
+    return value
 
 
 class CaptionBatches:
