@@ -30,6 +30,7 @@ from tqdm import tqdm
 import weights
 from models.caption import PAD, SPECIALS, Captioner, CaptionConfig, tokenize
 from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, load_weights_folder, print_json, push_to_hub
+from training import loop
 from training.loop import TrainConfig, bf16_fast, fit, pick_device
 
 CACHE = ROOT / "data_cache"
@@ -241,15 +242,9 @@ def evaluate_split(model: Captioner, features: torch.Tensor, caption_lists: list
 
 # --------------------------------------------------------------------------- train
 
-def make_optimizer(model: Captioner, cfg: TrainConfig, encoder_lr_scale: float) -> torch.optim.AdamW:
-    """AdamW with the encoder at ``encoder_lr_scale`` x the decoder's rate (the schedule scales both);
-    no weight decay on 1-d parameters (biases, norms)."""
-    groups = []
-    for is_encoder, scale in ((False, 1.0), (True, encoder_lr_scale)):
-        params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("encoder.") == is_encoder]
-        groups += [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay, "lr": cfg.lr * scale},
-                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr": cfg.lr * scale}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+def make_optimizer(model: Captioner, cfg: TrainConfig, encoder_lr_scale: float) -> torch.optim.Optimizer:
+    """The shared optimizer with the encoder at ``encoder_lr_scale`` x the decoder's rate (the schedule scales both)."""
+    return loop.make_optimizer(model, cfg, {"encoder.": encoder_lr_scale})
 
 
 def build_captioner(args: argparse.Namespace, vocab: list[str]) -> Captioner:

@@ -140,12 +140,18 @@ def _bf16_fast_cached(device: torch.device) -> bool:
 
 # --------------------------------------------------------------------------- pieces
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # No weight decay on biases, norms and embeddings' 1-d parameters (standard practice).
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+def make_optimizer(model: nn.Module, cfg: TrainConfig,
+                   lr_scales: dict[str, float] | None = None) -> torch.optim.Optimizer:
+    """No weight decay on biases, norms and embeddings' 1-d parameters (standard practice). ``lr_scales``
+    maps parameter-name prefixes to multiples of ``cfg.lr`` (e.g. ``{"encoder.": 0.1}`` for fine-tuning)."""
+    by_scale: dict[float, tuple[list[nn.Parameter], list[nn.Parameter]]] = {1.0: ([], [])}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            scale = next((v for prefix, v in (lr_scales or {}).items() if name.startswith(prefix)), 1.0)
+            by_scale.setdefault(scale, ([], []))[0 if p.ndim >= 2 else 1].append(p)
+    groups = [{"params": ps, "weight_decay": wd, "lr": cfg.lr * scale}
+              for scale, (decay, no_decay) in by_scale.items()
+              for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0))]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.betas[0], nesterov=True)
     if cfg.optimizer == "adamw":
