@@ -256,3 +256,21 @@ def test_voc_paths_for_other_years_and_missing_splits(tmp_path):
     assert train_detect.voc_root(tmp_path, "2012") == (tmp_path, "2012")
     with pytest.raises(FileNotFoundError, match="VOC2012 'test'"):
         train_detect.voc_dataset(folder, "test")
+
+
+@needs_voc
+def test_init_continues_a_whole_detector_end_to_end(tmp_path):
+    start = tmp_path / "start"
+    weights.save(tiny(), start)
+    run = [sys.executable, "-m", "training.detect", "--init", str(start), "--unfreeze", "--limit", "8",
+           "--batch-size", "4", "--epochs", "1", "--val-images", "4", "--threads", "1", "--out", str(tmp_path / "ck"),
+           "--weights-out", str(tmp_path / "out"), "--fresh"]
+    bad = subprocess.run(run + ["--size", "96"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "pass --size 64" in bad.stderr
+    out = subprocess.run(run + ["--size", "64"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = YOLO.from_pretrained(str(start)), YOLO.from_pretrained(str(tmp_path / "out"))
+    assert after.config == before.config  # the whole detector, config included, came from --init
+    moved = [k for k, v in after.state_dict().items() if not torch.equal(v, before.state_dict()[k])]
+    assert any(k.startswith("trunk.") for k in moved) and any(k.startswith("cls_out") for k in moved), moved
+    assert f"started from the detector in `{start}`" in (tmp_path / "out" / "README.md").read_text()

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 import weights
 from models.detect import VOC_CLASSES, YOLO, YOLOConfig, letterbox
 from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, load_weights_folder, print_json, push_to_hub
-from training.loop import TrainConfig, fit
+from training.loop import TrainConfig, bf16_fast, fit
 
 CACHE = ROOT / "data_cache"
 FILL = 0.5  # letterbox / canvas grey
@@ -332,7 +332,11 @@ def train(args: argparse.Namespace) -> None:
         val_set = voc_dataset(args.data, args.val_split, args.year)
     except FileNotFoundError as e:
         fail(str(e))
-    if args.pretrained:
+    if args.init:  # continue from a whole detector, e.g. a frozen-trunk run fine-tuned end to end
+        model = load_weights_folder(YOLO, Path(args.init))
+        if model.config.image_size != args.size:
+            fail(f"--init {args.init} was trained at {model.config.image_size} px; pass --size {model.config.image_size}")
+    elif args.pretrained:
         from torchvision.models import ResNet18_Weights, resnet18
         config = YOLOConfig(backbone="resnet18", image_size=args.size, mean=[0.485, 0.456, 0.406],
                             std=[0.229, 0.224, 0.225], backbone_init="ImageNet (torchvision resnet18)")
@@ -362,11 +366,12 @@ def train(args: argparse.Namespace) -> None:
     model = model.to(memory_format=torch.channels_last)
     frozen = not args.unfreeze
     if frozen:
-        if args.backbone_init and not args.pretrained:
+        if args.backbone_init and not args.pretrained and not args.init:
             recalibrate_bn(model, data)
         model.trunk.requires_grad_(False)
         key = hashlib.sha1(json.dumps([str(voc_root(args.data, args.year)), args.train_split, len(data), args.size,
-                                       args.views, args.seed, args.backbone_init, args.pretrained]).encode()).hexdigest()[:8]
+                                       args.views, args.seed, args.backbone_init, args.pretrained,
+                                       args.init]).encode()).hexdigest()[:8]
         blob = cache_features(model, data, args.views, args.seed, CACHE / f"voc-trunk-{key}.pt")
         train_data: Any = CachedViews(blob, len(data))
         val_n = min(args.val_images, len(val_set))
@@ -410,7 +415,7 @@ def train(args: argparse.Namespace) -> None:
     out_dir = Path(args.out) if args.out else CHECKPOINTS / "detect-yolo"
     cfg = TrainConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       optimizer="adamw", schedule="cosine", warmup_steps=min(300, steps // 10), min_lr_ratio=0.02,
-                      grad_clip=10.0, bf16=False, eval_every=args.eval_every or 4 * steps_per_epoch,
+                      grad_clip=10.0, bf16=args.bf16, eval_every=args.eval_every or 4 * steps_per_epoch,
                       monitor="map50", mode="max", max_minutes=args.max_minutes, seed=args.seed,
                       out_dir=str(out_dir), resume=not args.fresh)
     n_params = sum(p.numel() for p in model.parameters())
@@ -444,6 +449,8 @@ def write_model_card(folder: Path, report: dict[str, Any], args: argparse.Namesp
               f"{args.views - 2} random scale 0.6-1.4 / crop / flip / colour jitter) cached once, then the "
               "stride-16/32 stages, neck and head trained on them") if not args.unfreeze else \
         "trained end to end on freshly augmented views (flip, scale/crop jitter, colour jitter)"
+    if args.init:
+        recipe = f"every weight started from the detector in `{args.init}` (its card: how it was trained), then {recipe}"
     extra = (f"Evaluated on VOC{voc_root(args.data, args.year)[1]} `{args.val_split}` ({n_val} images, images "
              f"downscaled to a longer side of 320 px in this copy), `difficult` objects left out as in the VOC "
              f"devkit, on the shipped (fp16-stored) weights: `map50` is torchmetrics' MeanAveragePrecision at "
@@ -459,8 +466,8 @@ def write_model_card(folder: Path, report: dict[str, Any], args: argparse.Namesp
              f"{result.steps_done} steps of batch {args.batch_size} ({result.steps_done / steps_per_epoch:.1f} "
              f"epochs), AdamW lr {args.lr} wd {args.weight_decay}, cosine; checkpoint selected on mAP50 of the "
              f"first {args.val_images} `{args.val_split}` images. {total:.0f} min in all (training loop "
-             f"{result.minutes:.0f} min) on one CPU core ({platform.processor() or platform.machine()}, "
-             f"{torch.get_num_threads()} torch threads, fp32).\n\n"
+             f"{result.minutes:.0f} min) on the CPU ({platform.processor() or platform.machine()}, "
+             f"{torch.get_num_threads()} torch threads, {'bf16 autocast' if args.bf16 and bf16_fast(torch.device('cpu')) else 'fp32'}).\n\n"
              f"Far below what the architecture family reaches with compute: YOLOv1 reports 63.4 mAP on VOC2007 "
              f"test with ImageNet pretraining and 07+12 data. What this card's number lacks is an ImageNet "
              f"backbone (or a long from-scratch schedule), end-to-end training (`--unfreeze`) and hundreds of "
@@ -502,6 +509,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="CompactNet weights folder for the trunk ('' = from scratch)")
     p.add_argument("--pretrained", action="store_true", help="ResNet-18 trunk from torchvision ImageNet weights")
     p.add_argument("--unfreeze", action="store_true", help="train the trunk too, on fresh augmentations")
+    p.add_argument("--init", default=None, help="start from a whole yolo-voc weights folder (overrides --backbone-init)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                   help="bf16 autocast where the CPU or GPU runs it fast (AVX-512 bf16 / AMX here)")
     p.add_argument("--views", type=int, default=3, help="cached views per image (frozen trunk)")
     p.add_argument("--epochs", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
