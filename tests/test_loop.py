@@ -177,3 +177,9 @@ def test_weight_decay_skips_biases_and_bad_batch_size(tmp_path):
     assert [p.ndim for p in opt.param_groups[1]["params"]] == [1]
     with pytest.raises(ValueError, match="smaller than one batch"):
         fit(new_model(), regression_data(8), mse_loss, config(tmp_path, batch_size=16))
+
+
+def test_precision_names_what_autocast_will_do():
+    from training.loop import bf16_fast, pick_device, precision
+    assert precision(False) == "fp32"
+    assert precision(True) == ("bf16 autocast" if bf16_fast(pick_device()) else "fp32")

@@ -31,7 +31,7 @@ import weights
 from models.caption import PAD, SPECIALS, Captioner, CaptionConfig, tokenize
 from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, load_weights_folder, print_json, push_to_hub
 from training import loop
-from training.loop import TrainConfig, bf16_fast, fit, pick_device
+from training.loop import TrainConfig, fit, precision
 
 CACHE = ROOT / "data_cache"
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -397,7 +397,7 @@ def train(args: argparse.Namespace) -> None:
              f"of {len(train_set)} images), AdamW lr {args.lr} (cosine), weight decay {args.weight_decay}, "
              f"label smoothing {args.label_smoothing}; {result.minutes:.1f} min on the CPU "
              f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-             f"{'bf16 autocast' if args.bf16 and bf16_fast(pick_device()) else 'fp32'}), "
+             f"{precision(args.bf16)}), "
              f"{n_params / 1e6:.2f}M parameters ({n_decoder / 1e6:.2f}M in the decoder).\n\n"
              f"Test captions (beam {args.beam_size}) of the first three test images: "
              + "; ".join(f"*{s}*" for s in report["samples"]) + "\n\n"

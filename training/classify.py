@@ -25,7 +25,7 @@ from torch import nn
 from models.classify import CompactNet, CompactNetConfig, ResNet, ResNetConfig, ViT, ViTConfig
 import weights
 from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, print_json, push_to_hub
-from training.loop import TrainConfig, bf16_fast, fit, pick_device
+from training.loop import TrainConfig, fit, precision
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CACHE = ROOT / "data_cache"
@@ -365,7 +365,7 @@ def train(args: argparse.Namespace) -> None:
              f"lr {recipe.lr} wd {recipe.weight_decay}, label smoothing {recipe.label_smoothing}, flip + "
              f"{recipe.translate}-pixel translate; {result.minutes:.1f} min of wall time on the CPU "
              f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-             f"{'bf16 autocast' if recipe.bf16 and bf16_fast(pick_device()) else 'fp32'}, channels-last), "
+             f"{precision(recipe.bf16)}, channels-last), "
              f"{n_params / 1e6:.2f}M parameters.\n\n"
              f"| class | test accuracy |\n|---|---|\n{per_class}\n\n"
              f"| step | minutes | train loss | val accuracy |\n|---|---|---|---|\n{history}\n")

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 import weights
 from models.detect import VOC_CLASSES, YOLO, YOLOConfig, letterbox
 from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, load_weights_folder, print_json, push_to_hub
-from training.loop import TrainConfig, bf16_fast, fit
+from training.loop import TrainConfig, fit, precision
 
 CACHE = ROOT / "data_cache"
 FILL = 0.5  # letterbox / canvas grey
@@ -470,7 +470,7 @@ def write_model_card(folder: Path, report: dict[str, Any], args: argparse.Namesp
              f"epochs), AdamW lr {args.lr} wd {args.weight_decay}, cosine; checkpoint selected on mAP50 of the "
              f"first {args.val_images} `{args.val_split}` images. {total:.0f} min in all (training loop "
              f"{result.minutes:.0f} min) on the CPU ({platform.processor() or platform.machine()}, "
-             f"{torch.get_num_threads()} torch threads, {'bf16 autocast' if args.bf16 and bf16_fast(torch.device('cpu')) else 'fp32'}).\n\n"
+             f"{torch.get_num_threads()} torch threads, {precision(args.bf16)}).\n\n"
              f"Below what the architecture family reaches with compute: YOLOv1 reports 63.4 mAP on VOC2007 "
              f"test with ImageNet pretraining and 07+12 data. What this card's number lacks is an ImageNet "
              f"backbone (or a long from-scratch schedule), {'' if args.unfreeze else 'end-to-end training (`--unfreeze`), '}"

@@ -30,7 +30,7 @@ from models.diffusion import UNet, UNetConfig
 from models.schedulers import NoiseSchedule, make_scheduler, sample
 from training import gen_eval
 from training.common import CHECKPOINTS, check_weights_folder, cli, fail, print_json, push_to_hub
-from training.loop import TrainConfig, bf16_fast, fit, pick_device
+from training.loop import TrainConfig, fit, precision
 
 
 @dataclass
@@ -184,7 +184,7 @@ def train(args: argparse.Namespace) -> None:
     info = {"steps_done": result.steps_done, "steps": steps, "batch_size": batch_size, "lr": lr,
             "minutes": round(result.minutes, 1), "best_step": result.best_step, "params_m": round(n_params / 1e6, 2),
             "val_loss_ema": result.best_metric, "images": len(train_set), "threads": torch.get_num_threads(),
-            "precision": "bf16 autocast" if bf16 and bf16_fast(pick_device()) else "fp32",
+            "precision": precision(bf16),
             "command": "python -m training.diffusion " + " ".join(a for a in sys.argv[1:] if a != "--no-eval")}
     (out_dir / "train_info.json").write_text(json.dumps(info, indent=1))
     print(f"wrote {folder} ({result.steps_done} steps in {result.minutes:.1f} min, best EMA val loss "

@@ -21,7 +21,7 @@ from torch import nn
 import weights
 from models.evalnet import EvalNet, EvalNetConfig
 from training.common import CHECKPOINTS, cli, fail, load_weights_folder, print_json, push_to_hub
-from training.loop import TrainConfig, bf16_fast, fit, pick_device
+from training.loop import TrainConfig, fit, precision
 
 DATASETS = ("fashion", "cifar10")
 RECIPES = {  # sized for a few minutes on one CPU thread (pool=3 keeps more layout; not yet measured here)
@@ -205,7 +205,7 @@ def train(args: argparse.Namespace) -> None:
              f"set. Training: {result.steps_done} steps of batch {recipe['batch_size']}, AdamW one-cycle lr "
              f"{recipe['lr']}, label smoothing 0.1, random 2-pixel shifts and flips; {result.minutes:.1f} min on "
              f"the CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-             f"{'bf16 autocast' if recipe['bf16'] and bf16_fast(pick_device()) else 'fp32'}), "
+             f"{precision(recipe['bf16'])}), "
              f"{n_params / 1e3:.0f}k parameters.\n\nUsed only to judge generated images (class consistency, "
              f"confidence histogram, Frechet distance in its {config.feature_dim}-d penultimate features); never "
              f"part of a generative model.\n\n| epoch | minutes | val accuracy |\n|---|---|---|\n"

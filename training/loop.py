@@ -129,6 +129,11 @@ def autocast(device: torch.device, enabled: bool = True):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and _bf16_fast_cached(device))
 
 
+def precision(bf16: bool) -> str:
+    """How a run on ``pick_device()`` computes, as a model card says it: "bf16 autocast" or "fp32"."""
+    return "bf16 autocast" if bf16 and _bf16_fast_cached(pick_device()) else "fp32"
+
+
 _BF16: dict[str, bool] = {}
 
 
