@@ -2,6 +2,7 @@
 (against APs computed by hand), the tab's functions, and (with ../shared) the VOC reader and evaluate CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -241,8 +242,13 @@ def test_evaluate_cli_prints_one_json_line():
     out = subprocess.run([sys.executable, "-m", "training.detect", "evaluate", "--weights", "weights/yolo-voc",
                           "--limit", "24", "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1, lines  # nothing else on stdout (huggingface_hub's load message goes to stderr)
+    report = json.loads(lines[0], parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert report["images"] == 24 and 0.0 <= report["map50"] <= 1.0 and len(report["per_class_ap50"]) == 20
+    # classes absent from these 24 images have no AP: null, not NaN (invalid JSON) or torchmetrics' -1
+    aps = report["per_class_ap50"].values()
+    assert None in aps and all(ap is None or 0.0 <= ap <= 1.0 for ap in aps)
     assert {"map50_voc07", "map50_voc"} <= set(report)
     bad = subprocess.run([sys.executable, "-m", "training.detect", "evaluate", "--weights", "weights/no-such"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -265,12 +271,19 @@ def test_init_continues_a_whole_detector_end_to_end(tmp_path):
     run = [sys.executable, "-m", "training.detect", "--init", str(start), "--unfreeze", "--limit", "8",
            "--batch-size", "4", "--epochs", "1", "--val-images", "4", "--threads", "1", "--out", str(tmp_path / "ck"),
            "--weights-out", str(tmp_path / "out"), "--fresh"]
-    bad = subprocess.run(run + ["--size", "96"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "pass --size 64" in bad.stderr
-    out = subprocess.run(run + ["--size", "64"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    frozen = [a for a in run if a != "--unfreeze"]
+    bad = subprocess.run(frozen + ["--size", "96"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "pass --size 64, or --unfreeze" in bad.stderr  # frozen features need its size
+    bad = subprocess.run(run + ["--size", "96", "--multiscale", "64", "100"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and "multiples of 32" in bad.stderr
+    # end to end it may be fine-tuned at another size, here with batches of 64 and 96 px (multi-scale)
+    out = subprocess.run(run + ["--size", "96", "--multiscale", "64", "96"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     before, after = YOLO.from_pretrained(str(start)), YOLO.from_pretrained(str(tmp_path / "out"))
-    assert after.config == before.config  # the whole detector, config included, came from --init
+    # the whole detector, config included, came from --init; it now detects at the size it was tuned at
+    assert after.config == dataclasses.replace(before.config, image_size=96)
     moved = [k for k, v in after.state_dict().items() if not torch.equal(v, before.state_dict()[k])]
     assert any(k.startswith("trunk.") for k in moved) and any(k.startswith("cls_out") for k in moved), moved
     assert f"started from the detector in `{start}`" in (tmp_path / "out" / "README.md").read_text()

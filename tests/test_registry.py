@@ -116,3 +116,9 @@ def test_weights_dir_env_override(tmp_path):
                          env={**os.environ, "ZOO_WEIGHTS_DIR": str(tmp_path)},
                          capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == str(tmp_path)
+
+
+def test_print_json_writes_strict_json(capsys):
+    from training.common import print_json
+    print_json({"a": float("nan"), "b": {"c": [1.5, float("inf")], "d": "x"}, "e": 2})
+    assert capsys.readouterr().out == '{"a": null, "b": {"c": [1.5, null], "d": "x"}, "e": 2}\n'

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -24,10 +26,21 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN/inf float (nested) turned into None: strict JSON has no NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
 def print_json(metrics: dict[str, Any]) -> None:
-    """The last line of stdout of every ``evaluate``: one JSON object."""
+    """The last line of stdout of every ``evaluate``: one strict JSON object (undefined metrics are null)."""
     sys.stdout.flush()
-    print(json.dumps(metrics, sort_keys=False), flush=True)
+    print(json.dumps(finite_or_none(metrics), sort_keys=False, allow_nan=False), flush=True)
 
 
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
@@ -90,6 +103,8 @@ def load_weights_folder(model_class: type, folder: str | Path) -> Any:
     """``model_class.from_pretrained(folder)`` in eval mode, or a one-line CLI error naming the folder."""
     folder = check_weights_folder(folder)
     try:
-        return model_class.from_pretrained(str(folder), strict=True).eval()  # a wrong model class fails loudly
+        # huggingface_hub prints "Loading weights from local directory" to stdout, which is the JSON channel
+        with contextlib.redirect_stdout(sys.stderr):
+            return model_class.from_pretrained(str(folder), strict=True).eval()  # a wrong model class fails loudly
     except Exception as e:
         fail(f"could not load {folder} as a {model_class.__name__}: {type(e).__name__}: {' '.join(str(e).split())[:200]}")

@@ -19,6 +19,7 @@ fine-tunes the whole detector end to end on freshly augmented images in bf16, at
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import platform
@@ -124,8 +125,9 @@ class VOCTrain:
     def __len__(self) -> int:
         return len(self.images)
 
-    def view(self, i: int, rng: random.Random, **kw: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x, boxes, kept = augment(self.images[i], self.targets[i]["boxes"], self.size, rng, **kw)
+    def view(self, i: int, rng: random.Random, size: int | None = None,
+             **kw: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x, boxes, kept = augment(self.images[i], self.targets[i]["boxes"], size or self.size, rng, **kw)
         return x, {"boxes": boxes, "labels": self.targets[i]["labels"][kept]}
 
 
@@ -180,10 +182,11 @@ class CachedViews:
 
 
 class AugmentedImages:
-    """End-to-end training (``--unfreeze``): a fresh random view per image per epoch."""
+    """End-to-end training (``--unfreeze``): a fresh random view per image per epoch, every batch at one
+    size drawn from ``sizes`` (YOLO-style multi-scale training; default: the data's single size)."""
 
-    def __init__(self, data: VOCTrain, seed: int):
-        self.data, self.rng = data, random.Random(seed)
+    def __init__(self, data: VOCTrain, seed: int, sizes: list[int] | None = None):
+        self.data, self.rng, self.sizes = data, random.Random(seed), sizes or [data.size]
 
     def __len__(self) -> int:
         return len(self.data)
@@ -192,7 +195,8 @@ class AugmentedImages:
         return i
 
     def collate(self, indices: list[int]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-        views = [self.data.view(i, self.rng) for i in indices]
+        size = self.rng.choice(self.sizes)
+        views = [self.data.view(i, self.rng, size) for i in indices]
         return torch.stack([v[0] for v in views]), [v[1] for v in views]
 
 
@@ -270,7 +274,9 @@ def detection_metrics(preds: list[dict[str, torch.Tensor]], gts: list[dict[str, 
                    for g in gts])
     tm = metric.compute()
     voc = voc_eval(preds, gts, len(classes))
-    per_class_tm = dict(zip(tm["classes"].tolist(), tm["map_per_class"].tolist()))
+    # torchmetrics says -1 for a class with no ground truth; undefined APs are NaN here (null in the JSON line)
+    per_class_tm = {c: ap if ap >= 0 else float("nan")
+                    for c, ap in zip(tm["classes"].tolist(), tm["map_per_class"].tolist())}
     return {"map50": round(float(tm["map_50"]), 4),
             "map50_voc07": round(float(np.nanmean(voc["ap07"])), 4),
             "map50_voc": round(float(np.nanmean(voc["ap"])), 4),
@@ -330,6 +336,9 @@ def recalibrate_bn(model: YOLO, data: VOCTrain, n: int = 256, batch: int = 16) -
 def train(args: argparse.Namespace) -> None:
     t0 = time.time()
     torch.manual_seed(args.seed)
+    if args.multiscale and (not args.unfreeze or any(s % 32 or s < 64 for s in args.multiscale)):
+        fail(f"--multiscale {' '.join(map(str, args.multiscale))}: needs --unfreeze and sizes that are multiples of 32, "
+             "at least 64")
     try:
         train_set = voc_dataset(args.data, args.train_split, args.year)
         val_set = voc_dataset(args.data, args.val_split, args.year)
@@ -337,8 +346,13 @@ def train(args: argparse.Namespace) -> None:
         fail(str(e))
     if args.init:  # continue from a whole detector, e.g. a frozen-trunk run fine-tuned end to end
         model = load_weights_folder(YOLO, Path(args.init))
-        if model.config.image_size != args.size:
-            fail(f"--init {args.init} was trained at {model.config.image_size} px; pass --size {model.config.image_size}")
+        if model.config.image_size != args.size and not args.unfreeze:
+            fail(f"--init {args.init} was trained at {model.config.image_size} px; pass --size "
+                 f"{model.config.image_size}, or --unfreeze to fine-tune it at {args.size} px")
+        if model.config.image_size != args.size:  # the size it is fine-tuned at is the size it detects at
+            resized = YOLO(dataclasses.replace(model.config, image_size=args.size))
+            resized.load_state_dict(model.state_dict())
+            model = resized
     elif args.pretrained:
         from torchvision.models import ResNet18_Weights, resnet18
         config = YOLOConfig(backbone="resnet18", image_size=args.size, mean=[0.485, 0.456, 0.406],
@@ -387,7 +401,7 @@ def train(args: argparse.Namespace) -> None:
                 val_gts.append(parse_target(annotation))
                 val_scales.append(scale)
     else:
-        train_data = AugmentedImages(data, args.seed)
+        train_data = AugmentedImages(data, args.seed, args.multiscale)
     print(f"data ready after {(time.time() - t0) / 60:.1f} min", flush=True)
 
     def forward(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -398,7 +412,8 @@ def train(args: argparse.Namespace) -> None:
         x, targets = batch
         if frozen:
             m.trunk.eval()  # frozen trunk: its BatchNorm statistics stay put
-        return m.loss(forward(m, x), targets, (args.size, args.size))["loss"]
+        size = (args.size, args.size) if frozen else tuple(x.shape[-2:])  # frozen: x is trunk features
+        return m.loss(forward(m, x), targets, size)["loss"]
 
     def evaluate(m: nn.Module) -> dict[str, float]:
         if not frozen:
@@ -452,6 +467,8 @@ def write_model_card(folder: Path, report: dict[str, Any], args: argparse.Namesp
               f"{args.views - 2} random scale 0.6-1.4 / crop / flip / colour jitter) cached once, then the "
               "stride-16/32 stages, neck and head trained on them") if not args.unfreeze else \
         "trained end to end on freshly augmented views (flip, scale/crop jitter, colour jitter)"
+    if args.multiscale:
+        recipe += f", each batch at one size drawn from {', '.join(map(str, args.multiscale))} px (multi-scale)"
     if args.init:
         recipe = f"every weight started from the detector in `{args.init}` (its card: how it was trained), then {recipe}"
     extra = (f"Evaluated on VOC{voc_root(args.data, args.year)[1]} `{args.val_split}` ({n_val} images, images "
@@ -512,6 +529,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="CompactNet weights folder for the trunk ('' = from scratch)")
     p.add_argument("--pretrained", action="store_true", help="ResNet-18 trunk from torchvision ImageNet weights")
     p.add_argument("--unfreeze", action="store_true", help="train the trunk too, on fresh augmentations")
+    p.add_argument("--multiscale", type=int, nargs="+", default=None, metavar="SIZE",
+                   help="with --unfreeze: each batch at one of these sizes (multiples of 32); --size is the eval size")
     p.add_argument("--init", default=None, help="start from a whole yolo-voc weights folder (overrides --backbone-init)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                    help="bf16 autocast where the CPU or GPU runs it fast (AVX-512 bf16 / AMX here)")
