@@ -22,7 +22,7 @@ from torch import nn
 import weights
 from bench.common import timeit
 from training.classify import (WEIGHT_NAMES, accuracy_report, build_model, export, load_split, predict,
-                               quantize_onnx, run_exported)
+                               quantize_onnx)
 
 TAB = "Classification"
 

@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 import weights
 from demos.common import ImageInput, SketchpadInput, load_model, to_rgb, weights_status

@@ -11,7 +11,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 

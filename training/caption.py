@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 import weights
 from models.caption import PAD, SPECIALS, Captioner, CaptionConfig, tokenize
-from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, load_weights_folder, print_json, push_to_hub
+from training.common import (CHECKPOINTS, ROOT, cli, default_data, fail, from_pretrained, load_weights_folder,
+                             print_json, push_to_hub)
 from training import loop
 from training.loop import TrainConfig, fit, precision
 
@@ -358,7 +359,7 @@ def train(args: argparse.Namespace) -> None:
 
     folder = Path(args.weights_out) if args.weights_out else weights.local_dir("captioner-flickr8k")
     weights.save(model, folder)
-    shipped = Captioner.from_pretrained(str(folder)).eval()  # the fp16 file, read back
+    shipped = from_pretrained(Captioner, folder)  # the fp16 file, read back
     test_refs = [data.captions[n] for n in test_names]
     shipped_feats = encode(shipped, test_images) if finetune else test_feats
     report = evaluate_split(shipped, shipped_feats, test_refs, args.beam_size, args.length_penalty,

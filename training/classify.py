@@ -11,7 +11,6 @@ import hashlib
 import json
 import platform
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from torch import nn
 
 from models.classify import CompactNet, CompactNetConfig, ResNet, ResNetConfig, ViT, ViTConfig
 import weights
-from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, print_json, push_to_hub
+from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, from_pretrained, print_json, push_to_hub
 from training.loop import TrainConfig, fit, precision
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -338,10 +337,8 @@ def train(args: argparse.Namespace) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.model}: {n_params / 1e6:.2f}M parameters, {len(train_set)} training images, {steps} steps "
           f"of {recipe.batch_size} ({recipe.epochs} epochs), {torch.get_num_threads()} threads", flush=True)
-    start = time.time()
     result = fit(model, train_set, loss_fn, cfg, evaluate=evaluate, collate_fn=train_set.collate,
                  optimizer=make_optimizer(model, recipe), on_step=on_step)
-    train_minutes = (time.time() - start) / 60
     model.eval()
     report = accuracy_report(predict(model, test_images, tta=recipe.tta), test_labels, model.classes)
     plain = accuracy_report(predict(model, test_images, tta=0), test_labels, model.classes)["accuracy"]
@@ -404,7 +401,7 @@ def load_folder(folder: str | Path) -> nn.Module:
         fail(f"{path} is not valid JSON: {e}")
     cls = CompactNet if "widths" in config else ViT if "patch_size" in config else ResNet
     try:
-        return cls.from_pretrained(str(folder)).eval()
+        return from_pretrained(cls, folder)
     except Exception as e:
         fail(f"could not load {folder}: {type(e).__name__}: {e}")
 

@@ -99,12 +99,17 @@ def check_weights_folder(folder: str | Path) -> Path:
     return folder
 
 
+def from_pretrained(model_class: type, folder: str | Path, **kw: Any) -> Any:
+    """``model_class.from_pretrained(folder)`` in eval mode; huggingface_hub's "Loading weights from local
+    directory" goes to stderr, since stdout is where ``evaluate`` prints its JSON line."""
+    with contextlib.redirect_stdout(sys.stderr):
+        return model_class.from_pretrained(str(folder), **kw).eval()
+
+
 def load_weights_folder(model_class: type, folder: str | Path) -> Any:
     """``model_class.from_pretrained(folder)`` in eval mode, or a one-line CLI error naming the folder."""
     folder = check_weights_folder(folder)
     try:
-        # huggingface_hub prints "Loading weights from local directory" to stdout, which is the JSON channel
-        with contextlib.redirect_stdout(sys.stderr):
-            return model_class.from_pretrained(str(folder), strict=True).eval()  # a wrong model class fails loudly
+        return from_pretrained(model_class, folder, strict=True)  # a wrong model class fails loudly
     except Exception as e:
         fail(f"could not load {folder} as a {model_class.__name__}: {type(e).__name__}: {' '.join(str(e).split())[:200]}")

@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 
 import weights
 from models.detect import VOC_CLASSES, YOLO, YOLOConfig, letterbox
-from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, load_weights_folder, print_json, push_to_hub
+from training.common import (CHECKPOINTS, ROOT, cli, default_data, fail, from_pretrained, load_weights_folder,
+                             print_json, push_to_hub)
 from training.loop import TrainConfig, fit, precision
 
 CACHE = ROOT / "data_cache"
@@ -445,7 +446,7 @@ def train(args: argparse.Namespace) -> None:
 
     folder = Path(args.weights_out) if args.weights_out else weights.local_dir("yolo-voc")
     weights.save(model.to(memory_format=torch.contiguous_format), folder)
-    shipped = YOLO.from_pretrained(str(folder)).eval().to(memory_format=torch.channels_last)
+    shipped = from_pretrained(YOLO, folder).to(memory_format=torch.channels_last)
     preds, gts = predict_dataset(shipped, val_set, args.size, limit=args.limit)  # limit: smoke runs only
     report = detection_metrics(preds, gts, shipped.classes)
     print(json.dumps(report), flush=True)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 import weights
 from models.generative import DCGAN, DCGANConfig, gan_losses
-from training.common import CHECKPOINTS, cli, fail, load_weights_folder, print_json, push_to_hub
+from training.common import CHECKPOINTS, cli, fail, from_pretrained, load_weights_folder, print_json, push_to_hub
 from training.loop import EpochBatches, atomic_save, load_checkpoint, seed_everything
 from training.vae import SAMPLES, load_images, sample_quality, save_run_info, to_unit
 
@@ -66,7 +66,7 @@ def train(args: argparse.Namespace) -> None:
     model, history, step = run(args, images, labels)
     folder = Path(args.weights_out) if args.weights_out else weights.local_dir(NAME)
     weights.save(model, folder)
-    model = DCGAN.from_pretrained(str(folder)).eval()  # measure what ships: the fp16-stored weights
+    model = from_pretrained(DCGAN, folder)  # measure what ships: the fp16-stored weights
     info = {"command": "python -m training.gan " + " ".join(sys.argv[1:]), "history": history, "steps_done": step,
             "n_images": len(images), "n_params": sum(p.numel() for p in model.parameters()),
             "batch_size": args.batch_size, "lr_g": args.lr_g, "lr_d": args.lr_d, "ema": args.ema,

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 import weights
 from models.gpt import GPT, CharLSTM, GPTConfig, LSTMConfig
-from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, print_json, push_to_hub
+from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, from_pretrained, print_json, push_to_hub
 from training.loop import TrainConfig, bf16_fast, fit
 
 DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -190,7 +190,7 @@ def load_for_eval(path_or_name: str) -> torch.nn.Module:
         fail(f"{path} is not a weights folder (config.json and model.safetensors expected)")
     config = json.loads((path / "config.json").read_text())
     cls = GPT if "n_head" in config else CharLSTM
-    return cls.from_pretrained(str(path)).eval()
+    return from_pretrained(cls, path)
 
 
 def evaluate(args: argparse.Namespace) -> None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 import weights
 from models.generative import VAE, VAEConfig, bernoulli_nll, gaussian_kl
-from training.common import CHECKPOINTS, cli, fail, load_weights_folder, print_json, push_to_hub
+from training.common import CHECKPOINTS, cli, fail, from_pretrained, load_weights_folder, print_json, push_to_hub
 from training.loop import TrainConfig, fit
 
 SAMPLES = 1000  # generated images per quality measurement (the diffusion card's count)
@@ -186,7 +186,7 @@ def train(args: argparse.Namespace) -> None:
     model.eval()
     folder = Path(args.weights_out) if args.weights_out else weights.local_dir(name)
     weights.save(model, folder)
-    model = VAE.from_pretrained(str(folder)).eval()  # measure what ships: the fp16-stored weights
+    model = from_pretrained(VAE, folder)  # measure what ships: the fp16-stored weights
     info = {"command": "python -m training.vae " + " ".join(sys.argv[1:]), "history": result.history,
             "steps_done": result.steps_done, "minutes": total_minutes(result.history), "n_params": n_params,
             "steps_per_epoch": steps_per_epoch, "batch_size": args.batch_size, "lr": args.lr,
