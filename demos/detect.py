@@ -137,7 +137,7 @@ def build() -> None:
     examples = example_paths()
     if examples:
         # An example only fills the photo; its change event below runs the detector with the current settings
-        gr.Examples([[p] for p in examples], [image], label="Examples (scikit-image samples, two VOC val photos)")
+        gr.Examples([[p] for p in examples], [image], label="Examples (scikit-image sample photos)")
     common = {"concurrency_limit": 2, "concurrency_id": "detect"}
     run.click(detect_objects, inputs, outputs, api_name="detect", **common)
     image.change(on_image, inputs, outputs, api_name="detect_image", **common)  # upload, example, clear
