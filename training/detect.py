@@ -347,10 +347,10 @@ def train(args: argparse.Namespace) -> None:
         fail(str(e))
     if args.init:  # continue from a whole detector, e.g. a frozen-trunk run fine-tuned end to end
         model = load_weights_folder(YOLO, Path(args.init))
-        if model.config.image_size != args.size and not args.unfreeze:
-            fail(f"--init {args.init} was trained at {model.config.image_size} px; pass --size "
-                 f"{model.config.image_size}, or --unfreeze to fine-tune it at {args.size} px")
         if model.config.image_size != args.size:  # the size it is fine-tuned at is the size it detects at
+            if not args.unfreeze:
+                fail(f"--init {args.init} was trained at {model.config.image_size} px; pass --size "
+                     f"{model.config.image_size}, or --unfreeze to fine-tune it at {args.size} px")
             resized = YOLO(dataclasses.replace(model.config, image_size=args.size))
             resized.load_state_dict(model.state_dict())
             model = resized
