@@ -122,13 +122,31 @@ def test_augmentation_flips_and_translates_batchwise():
     same = (x == images).flatten(1).all(1)
     flipped = (x == images.flip(3)).flatten(1).all(1)
     assert (same | flipped).all() and same.any() and flipped.any()
-    shifted = Augmented(images, labels, translate=2, flip=False)
+    shifted = Augmented(images, labels, translate=2, flip="none")
     x, _ = shifted.collate(list(range(64)))
     # the center 28x28 of every output is the original shifted by at most 2 pixels
     for i in range(8):
         hits = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
                 if torch.equal(x[i, :, 2:30, 2:30], images[i, :, 2 + dy:30 + dy, 2 + dx:30 + dx])]
         assert hits
+
+
+def test_alternating_flip_mirrors_each_image_every_other_time_it_is_served():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8)
+    data = Augmented(images, torch.zeros(32, dtype=torch.long), translate=0, flip="alternate")
+    seen = []
+    for _ in range(4):  # four epochs, served in a different order each time
+        order = torch.randperm(32)
+        x, _ = data.collate(order.tolist())
+        flipped = torch.empty(32, dtype=torch.bool)
+        flipped[order] = (x == images[order].flip(3)).flatten(1).all(1)
+        seen.append(flipped)
+    assert 0 < int(seen[0].sum()) < 32  # a random subset first
+    for a, b in zip(seen, seen[1:]):
+        assert torch.equal(b, ~a)  # then every image alternates
+    with pytest.raises(ValueError, match="flip must be one of"):
+        Augmented(images, torch.zeros(32, dtype=torch.long), flip="sometimes")
 
 
 def test_lookahead_pulls_toward_the_slow_weights_and_ends_on_them():

@@ -86,12 +86,21 @@ def load_split(split: str, root: str | Path | None = None) -> tuple[torch.Tensor
 
 class Augmented:
     """A training set served batch-wise from a uint8 tensor: the dataset yields indices and
-    ``collate`` gathers them, flips half and translates each image by up to ``translate`` pixels
-    (reflect padding), all as whole-batch tensor ops. Returns (uint8 images, labels)."""
+    ``collate`` gathers them, flips and translates each image by up to ``translate`` pixels
+    (reflect padding), all as whole-batch tensor ops. Returns (uint8 images, labels).
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, translate: int = 2, flip: bool = True):
+    ``flip``: "random" mirrors each served image with probability 1/2; "alternate" (airbench) mirrors a
+    random half the first time and then alternates per image, so every image is seen both ways in every
+    two epochs (the alternation restarts from the initial half after a resume); "none" never flips."""
+
+    FLIPS = ("random", "alternate", "none")
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, translate: int = 2, flip: str = "random"):
+        if flip not in self.FLIPS:
+            raise ValueError(f"flip must be one of {self.FLIPS}, got {flip!r}")
         self.labels, self.translate, self.flip = labels, translate, flip
         self.images = _pad_reflect(images, translate) if translate else images
+        self.flipped_next = torch.rand(len(labels)) < 0.5  # "alternate": whether an image is mirrored next time
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -112,8 +121,12 @@ class Augmented:
                     if len(sel):
                         out[sel] = x[sel, :, dy:dy + size, dx:dx + size]
             x = out
-        if self.flip:
-            mask = torch.rand(len(idx)) < 0.5
+        if self.flip != "none":
+            if self.flip == "alternate":
+                mask = self.flipped_next[idx]
+                self.flipped_next[idx] = ~mask
+            else:
+                mask = torch.rand(len(idx)) < 0.5
             x = torch.where(mask.view(-1, 1, 1, 1), x.flip(3), x)
         return x, self.labels[idx]
 
@@ -178,6 +191,7 @@ class Recipe:
     tta: int = 1                   # test-time augmentation level for the reported number
     widths: tuple[int, ...] | None = None  # compact net block widths (None: the model's default)
     lookahead: bool = False        # compact net: airbench's Lookahead on the weights
+    flip: str = "random"           # random | alternate (airbench: each image mirrored every other epoch)
     bf16: bool = False             # bf16 autocast (where the device runs it fast: CUDA, CPUs with AVX-512 bf16)
 
 
@@ -275,7 +289,7 @@ class Lookahead:
 
 def train(args: argparse.Namespace) -> None:
     recipe = RECIPES["resnet18" if args.model == "resnet34" else args.model]
-    for key in ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "tta", "lookahead", "bf16"):
+    for key in ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "tta", "lookahead", "bf16", "flip"):
         if getattr(args, key, None) is not None:
             recipe = replace(recipe, **{key: getattr(args, key)})
     if args.bf16 is None and torch.cuda.is_available():
@@ -285,12 +299,15 @@ def train(args: argparse.Namespace) -> None:
         test_images, test_labels = load_split("test", args.data)
     except (OSError, ValueError) as e:
         fail(f"could not read CIFAR-10 from {args.data}: {e}")
-    # 45k / 5k split for selection; the 10k test set is only used once, for the reported number
+    # 45k / 5k split for selection; the 10k test set is only used once, for the reported number.
+    # --val-size 0 trains on all 50k and keeps the last weights (airbench's protocol)
+    if not 0 <= args.val_size < len(labels):
+        fail(f"--val-size must be between 0 and {len(labels) - 1}, got {args.val_size}")
     perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
     val_idx, train_idx = perm[:args.val_size], perm[args.val_size:]
     if args.limit:
         train_idx = train_idx[:args.limit]
-    train_set = Augmented(images[train_idx], labels[train_idx], translate=recipe.translate)
+    train_set = Augmented(images[train_idx], labels[train_idx], translate=recipe.translate, flip=recipe.flip)
     val_images, val_labels = images[val_idx], labels[val_idx]
 
     torch.manual_seed(args.seed)
@@ -311,7 +328,8 @@ def train(args: argparse.Namespace) -> None:
     cfg = TrainConfig(steps=steps, batch_size=recipe.batch_size, lr=recipe.lr, weight_decay=recipe.weight_decay,
                       optimizer=recipe.optimizer, schedule="cosine", warmup_steps=round(recipe.warmup * steps),
                       grad_clip=recipe.grad_clip, bf16=recipe.bf16, eval_every=args.eval_every or steps_per_epoch,
-                      monitor="val_acc", mode="max", max_minutes=args.max_minutes, seed=args.seed,
+                      # without a validation split, "best" is the latest step: the last weights are kept
+                      monitor="val_acc" if args.val_size else "step", mode="max", max_minutes=args.max_minutes, seed=args.seed,
                       out_dir=str(out_dir), resume=not args.fresh)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     whiten_bias_steps = round(3 * steps_per_epoch)  # airbench trains the whitening bias for 3 epochs only
@@ -337,7 +355,7 @@ def train(args: argparse.Namespace) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.model}: {n_params / 1e6:.2f}M parameters, {len(train_set)} training images, {steps} steps "
           f"of {recipe.batch_size} ({recipe.epochs} epochs), {torch.get_num_threads()} threads", flush=True)
-    result = fit(model, train_set, loss_fn, cfg, evaluate=evaluate, collate_fn=train_set.collate,
+    result = fit(model, train_set, loss_fn, cfg, evaluate=evaluate if args.val_size else None, collate_fn=train_set.collate,
                  optimizer=make_optimizer(model, recipe), on_step=on_step)
     model.eval()
     report = accuracy_report(predict(model, test_images, tta=recipe.tta), test_labels, model.classes)
@@ -348,18 +366,22 @@ def train(args: argparse.Namespace) -> None:
     folder = Path(args.weights_out) if args.weights_out else weights.local_dir(WEIGHT_NAMES[args.model])
     weights.save(model, folder)
     command = "python -m training.classify " + " ".join(sys.argv[1:])
-    metrics = {"accuracy": report["accuracy"], "accuracy_no_tta": plain, "val_accuracy": result.best_metric,
+    metrics = {"accuracy": report["accuracy"], "accuracy_no_tta": plain,
+               **({"val_accuracy": result.best_metric} if args.val_size else {}),
                "train_minutes": round(result.minutes, 2)}
+    selection = (f"the checkpoint is the best on a held-out {args.val_size:,}-image validation split of the training "
+                 f"set (step {result.best_step} of {steps})" if args.val_size else
+                 "trained on all training images, the last weights are kept (no validation split)")
     per_class = "\n".join(f"| {c} | {a:.4f} |" for c, a in report["per_class_accuracy"].items())
-    history = "\n".join(f"| {h['step']} | {h['minutes']:.1f} | {h['train_loss']:.4f} | {h['val_acc']:.4f} |"
-                        for h in result.history)
+    history = "\n".join(f"| {h['step']} | {h['minutes']:.1f} | {h['train_loss']:.4f} | "
+                        f"{format(h['val_acc'], '.4f') if 'val_acc' in h else '-'} |" for h in result.history)
     extra = (f"Test accuracy on the official 10,000 CIFAR-10 test images (the JPEG copy in "
              f"`cifar10-jpg/test`), with test-time augmentation level {recipe.tta} "
              f"({'flip + 1-pixel translations' if recipe.tta == 2 else 'horizontal flip' if recipe.tta else 'none'}); "
-             f"the checkpoint is the best on a held-out 5,000-image validation split of the training set.\n\n"
+             f"{selection}.\n\n"
              f"Training: {result.steps_done} of {steps} steps of batch {recipe.batch_size} "
              f"({result.steps_done / steps_per_epoch:.2f} epochs of {len(train_set)} images), {recipe.optimizer} "
-             f"lr {recipe.lr} wd {recipe.weight_decay}, label smoothing {recipe.label_smoothing}, flip + "
+             f"lr {recipe.lr} wd {recipe.weight_decay}, label smoothing {recipe.label_smoothing}, {recipe.flip} flip + "
              f"{recipe.translate}-pixel translate; {result.minutes:.1f} min of wall time on the CPU "
              f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
              f"{precision(recipe.bf16)}, channels-last), "
@@ -520,12 +542,14 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=None)
     p.add_argument("--tta", type=int, choices=[0, 1, 2], default=None)
     p.add_argument("--widths", type=int, nargs=3, default=None, help="compact net block widths")
+    p.add_argument("--flip", choices=Augmented.FLIPS, default=None, help="mirroring (default: the recipe's)")
     p.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=None,
                    help="airbench's Lookahead on the weights (default: the recipe's)")
     p.add_argument("--model-config", nargs="+", default=[], metavar="KEY=VALUE",
                    help="change the model's config, e.g. dim=192 depth=6 heads=3 for a smaller ViT, width=32 "
                         "for a narrower ResNet")
-    p.add_argument("--val-size", type=int, default=5000)
+    p.add_argument("--val-size", type=int, default=5000,
+                   help="held-out training images for checkpoint selection (0: train on all, keep the last)")
     p.add_argument("--limit", type=int, default=None, help="use only this many training images (smoke runs)")
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--eval-every", type=int, default=None, help="steps (default: one epoch)")
