@@ -191,7 +191,7 @@ class Recipe:
     tta: int = 1                   # test-time augmentation level for the reported number
     widths: tuple[int, ...] | None = None  # compact net block widths (None: the model's default)
     lookahead: bool = False        # compact net: airbench's Lookahead on the weights
-    flip: str = "random"           # random | alternate (airbench: each image mirrored every other epoch)
+    flip: str = "random"           # random | alternate (airbench: each image mirrored every other epoch) | none
     bf16: bool = False             # bf16 autocast (where the device runs it fast: CUDA, CPUs with AVX-512 bf16)
 
 
