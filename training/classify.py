@@ -100,7 +100,8 @@ class Augmented:
             raise ValueError(f"flip must be one of {self.FLIPS}, got {flip!r}")
         self.labels, self.translate, self.flip = labels, translate, flip
         self.images = _pad_reflect(images, translate) if translate else images
-        self.flipped_next = torch.rand(len(labels)) < 0.5  # "alternate": whether an image is mirrored next time
+        # "alternate" only: whether each image is mirrored the next time it is served
+        self.flipped_next = torch.rand(len(labels)) < 0.5 if flip == "alternate" else None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -329,8 +330,8 @@ def train(args: argparse.Namespace) -> None:
                       optimizer=recipe.optimizer, schedule="cosine", warmup_steps=round(recipe.warmup * steps),
                       grad_clip=recipe.grad_clip, bf16=recipe.bf16, eval_every=args.eval_every or steps_per_epoch,
                       # without a validation split, "best" is the latest step: the last weights are kept
-                      monitor="val_acc" if args.val_size else "step", mode="max", max_minutes=args.max_minutes, seed=args.seed,
-                      out_dir=str(out_dir), resume=not args.fresh)
+                      monitor="val_acc" if args.val_size else "step", mode="max", max_minutes=args.max_minutes,
+                      seed=args.seed, out_dir=str(out_dir), resume=not args.fresh)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     whiten_bias_steps = round(3 * steps_per_epoch)  # airbench trains the whitening bias for 3 epochs only
 
@@ -355,8 +356,8 @@ def train(args: argparse.Namespace) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.model}: {n_params / 1e6:.2f}M parameters, {len(train_set)} training images, {steps} steps "
           f"of {recipe.batch_size} ({recipe.epochs} epochs), {torch.get_num_threads()} threads", flush=True)
-    result = fit(model, train_set, loss_fn, cfg, evaluate=evaluate if args.val_size else None, collate_fn=train_set.collate,
-                 optimizer=make_optimizer(model, recipe), on_step=on_step)
+    result = fit(model, train_set, loss_fn, cfg, evaluate=evaluate if args.val_size else None,
+                 collate_fn=train_set.collate, optimizer=make_optimizer(model, recipe), on_step=on_step)
     model.eval()
     report = accuracy_report(predict(model, test_images, tta=recipe.tta), test_labels, model.classes)
     plain = accuracy_report(predict(model, test_images, tta=0), test_labels, model.classes)["accuracy"]
