@@ -264,6 +264,13 @@ def test_evaluate_cli_rejects_a_bad_folder(tmp_path):
         assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_update_card_without_the_run_folder_is_a_cli_error(tmp_path):
+    for module, folder in (("training.vae", "vae-fashion"), ("training.gan", "gan-fashion")):
+        r = subprocess.run([sys.executable, "-m", module, "evaluate", "--weights", str(ROOT / "weights" / folder),
+                            "--update-card", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "card.json not found" in r.stderr and "Traceback" not in r.stderr
+
+
 # --------------------------------------------------------------------------- the shipped weights
 
 @pytest.mark.parametrize("name", ["vae-fashion", "beta-vae-fashion", "gan-fashion"])

@@ -30,7 +30,7 @@ import weights
 from models.generative import DCGAN, DCGANConfig, gan_losses
 from training.common import CHECKPOINTS, cli, fail, from_pretrained, load_weights_folder, print_json, push_to_hub
 from training.loop import EpochBatches, atomic_save, load_checkpoint, seed_everything
-from training.vae import SAMPLES, load_images, sample_quality, save_run_info, to_unit
+from training.vae import SAMPLES, load_images, sample_quality, load_run_info, save_run_info, to_unit
 
 NAME = "gan-fashion"
 
@@ -205,12 +205,7 @@ def evaluate_command(args: argparse.Namespace) -> None:
     model = load_weights_folder(DCGAN, folder)
     if args.samples < 2:
         fail("--samples must be at least 2")
-    info = None
-    if args.update_card:
-        path = Path(args.update_card) / "card.json"
-        if not path.is_file():
-            fail(f"{path} not found: --update-card needs the checkpoint folder of the run that trained the model")
-        info = json.loads(path.read_text())
+    info = load_run_info(args.update_card) if args.update_card else None
     metrics = evaluate_model(model, args.data, args.samples)
     print_json({"weights": str(folder), "config": asdict(model.config), **metrics})
     if info:

@@ -225,6 +225,14 @@ def save_run_info(out_dir: Path, info: dict[str, Any]) -> None:
     tmp.replace(out_dir / "card.json")
 
 
+def load_run_info(out_dir: str | Path) -> dict[str, Any]:
+    """The training facts ``save_run_info`` kept in a checkpoint folder; a clear CLI error without them."""
+    path = Path(out_dir) / "card.json"
+    if not path.is_file():
+        fail(f"{path} not found: --update-card needs the checkpoint folder of the run that trained the model")
+    return json.loads(path.read_text())
+
+
 def write_vae_card(folder: Path, model: VAE, metrics: dict[str, Any], info: dict[str, Any]) -> None:
     c = model.config
     iw_n = info["iw_samples"]
@@ -277,12 +285,7 @@ def evaluate_command(args: argparse.Namespace) -> None:
     model = load_folder(args.weights)
     if args.samples < 2:
         fail("--samples must be at least 2")
-    info = None
-    if args.update_card:
-        path = Path(args.update_card) / "card.json"
-        if not path.is_file():
-            fail(f"{path} not found: --update-card needs the checkpoint folder of the run that trained the model")
-        info = json.loads(path.read_text())
+    info = load_run_info(args.update_card) if args.update_card else None
     metrics = evaluate_model(model, args.data, args.samples, info["iw_samples"] if info else args.iw_samples)
     print_json({"weights": str(args.weights), "beta": model.config.beta, "latent_dim": model.config.latent_dim,
                 **metrics})
