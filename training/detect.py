@@ -6,15 +6,15 @@
 ``--data`` is the folder holding ``VOCdevkit/`` (default ``../shared/datasets``) or a ``VOCdevkit/VOC20xx``
 folder itself; VOC2007 test and VOC2012 work the same way (``--year 2012``, ``--split test``).
 
-The shipped weights come from four stages, sized for a CPU. Stage 1 (``python -m training.detect``): the
+The shipped weights come from five stages, sized for a CPU. Stage 1 (``python -m training.detect``): the
 trunk is the CIFAR-10 CompactNet (``--backbone-init weights/compact-cifar10``), frozen; its stride-8
 features of several augmented views per training image (plain, flipped, and random scale/crop/flip/colour
 jitter) are computed once and cached under ``data_cache/``, and the new stride-16/32 stages, the FPN/PAN
 neck and the head train on them. Stage 2 (``--unfreeze --init weights/yolo-voc --lr 5e-4 --epochs 26``)
 fine-tunes the whole detector end to end on freshly augmented images in bf16, at a lower lr with warm-up
 (measured: one AdamW step at 2e-3 without warm-up took the stage-1 detector from 0.279 to 0.013 mAP50 on
-64 val images; at 1e-4 it went to 0.297). Stages 3 and 4 repeat stage 2 with ``--multiscale`` (each batch
-at one of several sizes) at larger inputs, 192-288 then 224-320 px; ``weights/yolo-voc/README.md`` has the commands.
+64 val images; at 1e-4 it went to 0.297). Stages 3-5 repeat stage 2 with ``--multiscale`` (each batch
+at one of several sizes) at larger inputs, 192-288, 224-320, then 256-352 px; ``weights/yolo-voc/README.md`` has the commands.
 ``--pretrained`` starts a ResNet-18 trunk from torchvision's ImageNet weights.
 """
 from __future__ import annotations
