@@ -229,6 +229,34 @@ def test_evaluate_and_export_cli(tmp_path):
     assert json.loads(r.stdout.strip().splitlines()[-1])["max_abs_diff"] < EXPORT_ATOL
 
 
+def test_train_init_continues_from_a_weights_folder(tmp_path, monkeypatch):
+    """``--init``: a second schedule starts from a released folder (its config, its weights), and a folder of
+    another model kind is a CLI error. Runs ``main`` in-process on a tiny ImageFolder tree."""
+    import training.classify as tc
+    monkeypatch.setattr(tc, "CACHE", tmp_path / "cache")
+    for split, n in (("train", 6), ("test", 2)):
+        for c in ("frog", "truck"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / c / f"{i}.png")
+    start = trained_like(small("compact"))
+    weights.save(start, tmp_path / "start")
+    common = ["--data", str(tmp_path / "data"), "--init", str(tmp_path / "start"), "--epochs", "2",
+              "--batch-size", "4", "--val-size", "4", "--no-bf16", "--fresh",
+              "--out", str(tmp_path / "ckpt"), "--weights-out", str(tmp_path / "w")]
+    monkeypatch.setattr(sys, "argv", ["training.classify", "--model", "compact", *common])
+    tc.main()
+    trained = tc.load_folder(tmp_path / "w")
+    assert trained.config == start.config  # widths [8, 16, 16] from the folder, not the recipe's
+    assert any(not torch.allclose(a.float(), b.float()) for a, b in zip(trained.parameters(), start.parameters()))
+    assert "Started from the weights in" in (tmp_path / "w" / "README.md").read_text()
+    monkeypatch.setattr(sys, "argv", ["training.classify", "--model", "vit", *common])
+    with pytest.raises(SystemExit) as exit_info:
+        tc.main()
+    assert exit_info.value.code == 2
+
+
 def test_weights_roundtrip_fp16(tmp_path):
     model = trained_like(small("vit"))
     weights.save(model, tmp_path)

@@ -315,13 +315,18 @@ def train(args: argparse.Namespace) -> None:
     overrides = {"widths": list(recipe.widths)} if recipe.widths else {}
     if args.widths:
         overrides["widths"] = args.widths
-    try:
-        overrides.update(parse_model_config(args.model_config))
-        model = build_model(args.model, overrides)
-    except ValueError as e:
-        fail(str(e))
-    if isinstance(model, CompactNet):
-        model.init_whitening(images[train_idx[:5000]].float() / 255)
+    if args.init:  # a second schedule from released weights: their config, not --model-config / --widths
+        model = load_folder(args.init)
+        if type(model) is not type(build_model(args.model)):
+            fail(f"--init {args.init} holds a {type(model).__name__}, not a --model {args.model}")
+    else:
+        try:
+            overrides.update(parse_model_config(args.model_config))
+            model = build_model(args.model, overrides)
+        except ValueError as e:
+            fail(str(e))
+        if isinstance(model, CompactNet):
+            model.init_whitening(images[train_idx[:5000]].float() / 255)
     model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = len(train_set) // recipe.batch_size
     steps = max(1, round(recipe.epochs * steps_per_epoch))
@@ -380,6 +385,7 @@ def train(args: argparse.Namespace) -> None:
              f"`cifar10-jpg/test`), with test-time augmentation level {recipe.tta} "
              f"({'flip + 1-pixel translations' if recipe.tta == 2 else 'horizontal flip' if recipe.tta else 'none'}); "
              f"{selection}.\n\n"
+             f"{f'Started from the weights in `{args.init}` (their card: how they were trained). ' if args.init else ''}"
              f"Training: {result.steps_done} of {steps} steps of batch {recipe.batch_size} "
              f"({result.steps_done / steps_per_epoch:.2f} epochs of {len(train_set)} images), {recipe.optimizer} "
              f"lr {recipe.lr} wd {recipe.weight_decay}, label smoothing {recipe.label_smoothing}, {recipe.flip} flip + "
@@ -551,6 +557,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "for a narrower ResNet")
     p.add_argument("--val-size", type=int, default=5000,
                    help="held-out training images for checkpoint selection (0: train on all, keep the last)")
+    p.add_argument("--init", default=None,
+                   help="start from this weights folder of the same model (a new schedule, e.g. a longer run)")
     p.add_argument("--limit", type=int, default=None, help="use only this many training images (smoke runs)")
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--eval-every", type=int, default=None, help="steps (default: one epoch)")
