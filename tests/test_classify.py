@@ -251,10 +251,11 @@ def test_train_init_continues_from_a_weights_folder(tmp_path, monkeypatch):
     assert trained.config == start.config  # widths [8, 16, 16] from the folder, not the recipe's
     assert any(not torch.allclose(a.float(), b.float()) for a, b in zip(trained.parameters(), start.parameters()))
     assert "Started from the weights in" in (tmp_path / "w" / "README.md").read_text()
-    monkeypatch.setattr(sys, "argv", ["training.classify", "--model", "vit", *common])
-    with pytest.raises(SystemExit) as exit_info:
-        tc.main()
-    assert exit_info.value.code == 2
+    for wrong in (["--model", "vit"], ["--model", "compact", "--widths", "8", "16", "32"]):
+        monkeypatch.setattr(sys, "argv", ["training.classify", *wrong, *common])
+        with pytest.raises(SystemExit) as exit_info:
+            tc.main()
+        assert exit_info.value.code == 2
 
 
 def test_weights_roundtrip_fp16(tmp_path):

@@ -316,6 +316,8 @@ def train(args: argparse.Namespace) -> None:
     if args.widths:
         overrides["widths"] = args.widths
     if args.init:  # a second schedule from released weights: their config, not --model-config / --widths
+        if args.model_config or args.widths:
+            fail("--init takes the architecture from the folder's config.json: drop --model-config / --widths")
         model = load_folder(args.init)
         if type(model) is not type(build_model(args.model)):
             fail(f"--init {args.init} holds a {type(model).__name__}, not a --model {args.model}")

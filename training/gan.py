@@ -30,7 +30,7 @@ import weights
 from models.generative import DCGAN, DCGANConfig, gan_losses
 from training.common import CHECKPOINTS, cli, fail, from_pretrained, load_weights_folder, print_json, push_to_hub
 from training.loop import EpochBatches, atomic_save, load_checkpoint, seed_everything
-from training.vae import SAMPLES, load_images, sample_quality, load_run_info, save_run_info, to_unit
+from training.vae import SAMPLES, load_images, load_run_info, sample_quality, save_run_info, to_unit
 
 NAME = "gan-fashion"
 
