@@ -213,6 +213,9 @@ WEIGHT_NAMES = {"compact": "compact-cifar10", "resnet18": "resnet18-cifar10", "r
                 "vit": "vit-cifar10"}
 
 
+MODEL_CLASSES = {"compact": CompactNet, "resnet18": ResNet, "resnet34": ResNet, "vit": ViT}
+
+
 def build_model(kind: str, overrides: dict[str, Any] | None = None) -> nn.Module:
     """The model ``kind`` with its config's defaults, changed by ``overrides`` (e.g. ``{"dim": 192}``)."""
     overrides = overrides or {}
@@ -312,16 +315,14 @@ def train(args: argparse.Namespace) -> None:
     val_images, val_labels = images[val_idx], labels[val_idx]
 
     torch.manual_seed(args.seed)
-    overrides = {"widths": list(recipe.widths)} if recipe.widths else {}
-    if args.widths:
-        overrides["widths"] = args.widths
     if args.init:  # a second schedule from released weights: their config, not --model-config / --widths
         if args.model_config or args.widths:
             fail("--init takes the architecture from the folder's config.json: drop --model-config / --widths")
         model = load_folder(args.init)
-        if type(model) is not type(build_model(args.model)):
+        if type(model) is not MODEL_CLASSES[args.model]:
             fail(f"--init {args.init} holds a {type(model).__name__}, not a --model {args.model}")
     else:
+        overrides = {"widths": list(args.widths or recipe.widths)} if args.widths or recipe.widths else {}
         try:
             overrides.update(parse_model_config(args.model_config))
             model = build_model(args.model, overrides)
