@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from models.classify import CompactNet, CompactNetConfig, ResNet, ResNetConfig, ViT, ViTConfig
+from models.classify import CompactNet, ResNet, ViT
 import weights
 from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, from_pretrained, print_json, push_to_hub
 from training.loop import TrainConfig, fit, precision
@@ -218,17 +218,13 @@ MODEL_CLASSES = {"compact": CompactNet, "resnet18": ResNet, "resnet34": ResNet, 
 
 def build_model(kind: str, overrides: dict[str, Any] | None = None) -> nn.Module:
     """The model ``kind`` with its config's defaults, changed by ``overrides`` (e.g. ``{"dim": 192}``)."""
-    overrides = overrides or {}
+    if kind not in MODEL_CLASSES:
+        raise ValueError(f"unknown model {kind!r}")
+    config = {"depth": int(kind[-2:]), **(overrides or {})} if kind.startswith("resnet") else overrides or {}
     try:
-        if kind == "compact":
-            return CompactNet(CompactNetConfig(**overrides))
-        if kind in ("resnet18", "resnet34"):
-            return ResNet(ResNetConfig(**{"depth": int(kind[-2:]), **overrides}))
-        if kind == "vit":
-            return ViT(ViTConfig(**overrides))
+        return MODEL_CLASSES[kind](config)  # each model builds its config dataclass from a dict
     except TypeError as e:  # an unknown field
         raise ValueError(f"--model-config for {kind}: {e}") from None
-    raise ValueError(f"unknown model {kind!r}")
 
 
 def parse_model_config(pairs: list[str]) -> dict[str, Any]:
