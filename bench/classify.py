@@ -2,6 +2,7 @@
 ONNX Runtime (fp32 and int8), and the int8 models' accuracy cost on the CIFAR-10 test set.
 
     python -m bench.classify [--repeats 5] [--threads 1] [--models compact resnet18 vit]
+    python -m bench.classify --training [--threads 2]    # training steps: eager vs torch.compile
 
 Uses the shipped weights when present, else a randomly initialized model of the same size (speed does not
 depend on the weights; accuracies are reported only for shipped weights and when the test set is present).
@@ -105,13 +106,54 @@ def run(repeats: int = 5, threads: int = 1, models: tuple[str, ...] = ("compact"
     return rows
 
 
+def training_steps(models: tuple[str, ...], threads: int = 2, repeats: int = 10,
+                   batch: int = 128) -> list[dict[str, Any]]:
+    """Median seconds of one optimizer step (bf16 autocast, channels-last, as ``training.classify`` runs
+    it) for each model, eager and under ``torch.compile`` (``--compile``); compilation is the warm-up.
+    The shipped architecture (or the default one without weights); the weights are updated in memory only."""
+    import torch.nn.functional as F
+    torch.set_num_threads(threads)
+    rows = []
+    for kind in models:
+        for compiled in (False, True):
+            torch.manual_seed(0)
+            model = load(kind)[0].to(memory_format=torch.channels_last).train()
+            opt = torch.optim.AdamW(model.parameters(), 1e-3)
+            forward = torch.compile(model) if compiled else model
+            x = torch.rand(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+            y = torch.randint(0, 10, (batch,))
+
+            def step() -> None:
+                with torch.autocast("cpu", torch.bfloat16):
+                    loss = F.cross_entropy(forward(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            rows.append({"model": kind, "variant": "torch.compile" if compiled else "eager",
+                         **timeit(step, repeats, warmup=2)})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", nargs="+", default=["compact", "resnet18", "vit"])
     parser.add_argument("--no-accuracy", action="store_true", help="skip the test-set accuracy of int8")
+    parser.add_argument("--training", action="store_true",
+                        help="time training steps instead (batch 128, eager vs torch.compile)")
     args = parser.parse_args()
+    if args.training:
+        rows = training_steps(tuple(args.models), args.threads, args.repeats)
+        print(f"torch {torch.__version__}, {args.threads} thread(s), batch 128 bf16 training step, "
+              f"median of {args.repeats}")
+        for kind in args.models:
+            eager, comp = (next(r for r in rows if r["model"] == kind and r["variant"] == v)
+                           for v in ("eager", "torch.compile"))
+            print(f"{kind:9s} eager {eager['median_ms']:7.0f} ms  compiled {comp['median_ms']:7.0f} ms  "
+                  f"speed-up {eager['median_ms'] / comp['median_ms']:.2f}x")
+        print(json.dumps(rows))
+        return
     rows = run(args.repeats, args.threads, tuple(args.models), not args.no_accuracy)
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats} (ms)")
     for kind in args.models:

@@ -69,6 +69,18 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert [h["val_loss"] for h in last_a["history"]] == pytest.approx([h["val_loss"] for h in last_b["history"]])
 
 
+def test_compiled_training_matches_eager_and_saves_plain_keys(tmp_path):
+    train, val = regression_data(128, seed=0), regression_data(64, seed=1)
+    eager, compiled = new_model(), new_model()
+    fit(eager, train, mse_loss, config(tmp_path / "eager", steps=20, eval_every=10), evaluate=full_mse(val))
+    fit(compiled, train, mse_loss, config(tmp_path / "compiled", steps=20, eval_every=10, compile=True),
+        evaluate=full_mse(val))
+    for k, v in state_copy(eager).items():  # the same steps: only kernel-level rounding differs
+        torch.testing.assert_close(compiled.state_dict()[k], v, rtol=1e-4, atol=1e-5)
+    saved = load_checkpoint(tmp_path / "compiled" / "run" / "checkpoint.pt")["model"]
+    assert sorted(saved) == sorted(eager.state_dict())  # no "_orig_mod." prefixes: loads into a plain model
+
+
 def test_checkpoint_is_written_atomically(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     atomic_save({"step": torch.tensor(1)}, path)

@@ -335,7 +335,7 @@ def train(args: argparse.Namespace) -> None:
                       grad_clip=recipe.grad_clip, bf16=recipe.bf16, eval_every=args.eval_every or steps_per_epoch,
                       # without a validation split, "best" is the latest step: the last weights are kept
                       monitor="val_acc" if args.val_size else "step", mode="max", max_minutes=args.max_minutes,
-                      seed=args.seed, out_dir=str(out_dir), resume=not args.fresh)
+                      seed=args.seed, out_dir=str(out_dir), resume=not args.fresh, compile=args.compile)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     whiten_bias_steps = round(3 * steps_per_epoch)  # airbench trains the whitening bias for 3 epochs only
 
@@ -390,7 +390,7 @@ def train(args: argparse.Namespace) -> None:
              f"lr {recipe.lr} wd {recipe.weight_decay}, label smoothing {recipe.label_smoothing}, {recipe.flip} flip + "
              f"{recipe.translate}-pixel translate; {result.minutes:.1f} min of wall time on the CPU "
              f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-             f"{precision(recipe.bf16)}, channels-last), "
+             f"{precision(recipe.bf16)}, channels-last{', torch.compile' if args.compile else ''}), "
              f"{n_params / 1e6:.2f}M parameters.\n\n"
              f"| class | test accuracy |\n|---|---|\n{per_class}\n\n"
              f"| step | minutes | train loss | val accuracy |\n|---|---|---|---|\n{history}\n")
@@ -564,6 +564,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on CUDA, and the recipe's on a CPU; a no-op on CPUs without bf16 "
                         "units, where it would be slower)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training forward (faster for the ViT, slower for the conv nets: "
+                        "python -m bench.classify --training)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--out", default=None, help="checkpoint folder")

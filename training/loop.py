@@ -44,6 +44,7 @@ class TrainConfig:
     mode: str = "min"                 # min | max
     patience: int | None = None       # evaluations without improvement before stopping
     max_minutes: float | None = None  # wall-clock budget: checkpoint and stop cleanly when spent
+    compile: bool = False             # torch.compile the training forward (evaluation stays eager)
     seed: int = 0
     num_workers: int = 0
     shuffle: bool = True
@@ -322,11 +323,13 @@ def fit(model: nn.Module, train_data: Dataset, loss_fn: Callable[[nn.Module, Any
     start, stopped_early = time.time(), False
     bar = tqdm(total=cfg.steps, initial=step, disable=not is_main(), dynamic_ncols=True)
     batches = _batches(loader, order)
+    # The compiled module shares the parameters; state dicts and evaluation use the eager one.
+    forward_model = torch.compile(train_model) if cfg.compile else train_model
     train_model.train()
     while step < cfg.steps:
         batch = to_device(next(batches), device)
         with autocast(device, cfg.bf16):
-            loss = loss_fn(train_model, batch)
+            loss = loss_fn(forward_model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
