@@ -108,7 +108,7 @@ def run(repeats: int = 5, threads: int = 1, models: tuple[str, ...] = ("compact"
 
 def training_steps(models: tuple[str, ...], threads: int = 2, repeats: int = 10,
                    batch: int = 128) -> list[dict[str, Any]]:
-    """Median seconds of one optimizer step (bf16 autocast, channels-last, as ``training.classify`` runs
+    """Median and p90 milliseconds of one optimizer step (bf16 autocast, channels-last, as ``training.classify`` runs
     it) for each model, eager and under ``torch.compile`` (``--compile``); compilation is the warm-up.
     The shipped architecture (or the default one without weights); the weights are updated in memory only."""
     import torch.nn.functional as F
