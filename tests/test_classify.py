@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import gradio as gr
@@ -14,8 +15,8 @@ import weights
 from demos import classify as tab
 from models.classify import (CompactNet, CompactNetConfig, ResNet, ResNetConfig, ViT, ViTConfig,
                              attention_rollout, grad_cam)
-from training.classify import (Augmented, Lookahead, accuracy_report, build_model, export, parse_model_config, predict,
-                              read_folder, run_exported)
+from training.classify import (Augmented, Lookahead, accuracy_report, build_model, export, load_folder, parse_model_config,
+                              predict, read_folder, run_exported)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORT_ATOL = 1e-4  # max |logit difference| allowed between PyTorch and TorchScript / onnxruntime (fp32)
@@ -74,6 +75,15 @@ def test_model_config_overrides_from_the_command_line():
         parse_model_config(["dim"])
     with pytest.raises(ValueError, match="no_such_field"):
         build_model("resnet18", {"no_such_field": 1})
+
+
+@pytest.mark.parametrize("kind", ["compact", "resnet18", "vit"])
+def test_a_model_built_with_its_defaults_saves_every_config_field(kind, tmp_path):
+    model = build_model(kind)  # no overrides: an empty config dict once made save() write no config.json
+    weights.save(model, tmp_path / kind)
+    saved = json.loads((tmp_path / kind / "config.json").read_text())
+    assert saved == json.loads(json.dumps(asdict(model.config)))
+    assert load_folder(tmp_path / kind).config == model.config
 
 
 def test_whitening_decorrelates_patches():
@@ -147,6 +157,21 @@ def test_alternating_flip_mirrors_each_image_every_other_time_it_is_served():
         assert torch.equal(b, ~a)  # then every image alternates
     with pytest.raises(ValueError, match="flip must be one of"):
         Augmented(images, torch.zeros(32, dtype=torch.long), flip="sometimes")
+
+
+@pytest.mark.parametrize("policy", ["autoaugment", "randaugment", "trivialaugment"])
+def test_augmentation_policy_draws_its_operations_per_image_and_follows_the_seed(policy):
+    image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images, labels = image.repeat(64, 1, 1, 1), torch.arange(64) % 10  # 64 copies of one image
+    data = Augmented(images, labels, translate=0, flip="none", augment=policy)
+    torch.manual_seed(1)
+    x, y = data.collate(list(range(64)))
+    assert x.dtype == torch.uint8 and x.shape == images.shape and torch.equal(y, labels)
+    assert len({out.numpy().tobytes() for out in x}) > 10  # the copies come out different: drawn per image
+    torch.manual_seed(1)
+    assert torch.equal(data.collate(list(range(64)))[0], x)
+    with pytest.raises(ValueError, match="augment must be one of"):
+        Augmented(images, labels, augment="mixup")
 
 
 def test_lookahead_pulls_toward_the_slow_weights_and_ends_on_them():
