@@ -98,7 +98,7 @@ class Augmented:
     recipe uses AutoAugment's CIFAR-10 policy); about 0.2 ms an image on one CPU thread."""
 
     FLIPS = ("random", "alternate", "none")
-    POLICIES = {"none": None,
+    POLICIES = {"none": lambda: None,
                 "autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
                 "randaugment": lambda: v2.RandAugment(num_ops=2, magnitude=9),
                 "trivialaugment": lambda: v2.TrivialAugmentWide()}
@@ -110,7 +110,7 @@ class Augmented:
         if augment not in self.POLICIES:
             raise ValueError(f"augment must be one of {tuple(self.POLICIES)}, got {augment!r}")
         self.labels, self.translate, self.flip = labels, translate, flip
-        self.policy = self.POLICIES[augment]() if self.POLICIES[augment] else None
+        self.policy = self.POLICIES[augment]()
         self.images = _pad_reflect(images, translate) if translate else images
         # "alternate" only: whether each image is mirrored the next time it is served
         self.flipped_next = torch.rand(len(labels)) < 0.5 if flip == "alternate" else None
