@@ -15,7 +15,7 @@ import weights
 from demos import classify as tab
 from models.classify import (CompactNet, CompactNetConfig, ResNet, ResNetConfig, ViT, ViTConfig,
                              attention_rollout, grad_cam)
-from training.classify import (Augmented, Lookahead, accuracy_report, build_model, export, load_folder, parse_model_config,
+from training.classify import (BATCH_MIXES, Augmented, Lookahead, accuracy_report, build_model, export, load_folder, parse_model_config,
                               predict, read_folder, run_exported)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,6 +174,24 @@ def test_augmentation_policy_draws_its_operations_per_image_and_follows_the_seed
         Augmented(images, labels, augment="mixup")
 
 
+@pytest.mark.parametrize("mix", ["cutmix", "mixup"])
+def test_batch_mix_blends_neighbours_and_their_labels_in_the_same_proportion(mix):
+    torch.manual_seed(0)
+    x, y = torch.rand(8, 3, 32, 32), torch.arange(8)  # every image its own class
+    mixed, target = BATCH_MIXES[mix](10)(x, y)
+    assert mixed.shape == x.shape and target.shape == (8, 10)
+    assert torch.allclose(target.sum(1), torch.ones(8))
+    own = target[torch.arange(8), y]  # the share of each image's own label; the rest is its neighbour's
+    assert torch.allclose(own + target[torch.arange(8), y.roll(1)], torch.ones(8))
+    assert 0 < own[0] < 1
+    if mix == "mixup":  # pixels blended in the same proportion as the labels
+        assert torch.allclose(mixed, own.view(-1, 1, 1, 1) * x + (1 - own.view(-1, 1, 1, 1)) * x.roll(1, 0))
+    else:  # a box pasted from the neighbour, whose area is the neighbour's share
+        from_neighbour = (mixed == x.roll(1, 0)).all(1).float().mean((1, 2))
+        assert torch.allclose(from_neighbour, 1 - own, atol=1e-6)
+    assert BATCH_MIXES["none"](10) is None
+
+
 def test_lookahead_pulls_toward_the_slow_weights_and_ends_on_them():
     model = torch.nn.Linear(3, 2)
     start = {k: v.clone() for k, v in model.state_dict().items()}
@@ -269,13 +287,15 @@ def test_train_init_continues_from_a_weights_folder(tmp_path, monkeypatch):
     weights.save(start, tmp_path / "start")
     common = ["--data", str(tmp_path / "data"), "--init", str(tmp_path / "start"), "--epochs", "2",
               "--batch-size", "4", "--val-size", "4", "--no-bf16", "--fresh",
+              "--augment", "autoaugment", "--mix", "cutmix-or-mixup",
               "--out", str(tmp_path / "ckpt"), "--weights-out", str(tmp_path / "w")]
     monkeypatch.setattr(sys, "argv", ["training.classify", "--model", "compact", *common])
     tc.main()
     trained = tc.load_folder(tmp_path / "w")
     assert trained.config == start.config  # widths [8, 16, 16] from the folder, not the recipe's
     assert any(not torch.allclose(a.float(), b.float()) for a, b in zip(trained.parameters(), start.parameters()))
-    assert "Started from the weights in" in (tmp_path / "w" / "README.md").read_text()
+    card = (tmp_path / "w" / "README.md").read_text()
+    assert "Started from the weights in" in card and "translate + autoaugment + cutmix-or-mixup" in card
     for wrong in (["--model", "vit"], ["--model", "compact", "--widths", "8", "16", "32"]):
         monkeypatch.setattr(sys, "argv", ["training.classify", *wrong, *common])
         with pytest.raises(SystemExit) as exit_info:

@@ -146,6 +146,15 @@ class Augmented:
         return x, self.labels[idx]
 
 
+# Whole-batch mixing on float images (each image blended with / pasted into its neighbour in the batch); labels
+# become class probabilities in the same proportions. DeiT and ViT-CIFAR train their ViTs with these.
+BATCH_MIXES = {"none": lambda classes: None,
+               "cutmix": lambda classes: v2.CutMix(num_classes=classes),
+               "mixup": lambda classes: v2.MixUp(num_classes=classes),
+               "cutmix-or-mixup": lambda classes: v2.RandomChoice([v2.CutMix(num_classes=classes),
+                                                                   v2.MixUp(num_classes=classes)])}
+
+
 def _pad_reflect(images: torch.Tensor, pad: int, chunk: int = 5000) -> torch.Tensor:
     return torch.cat([F.pad(c.float(), (pad,) * 4, mode="reflect").to(images.dtype)
                       for c in images.split(chunk)])
@@ -208,6 +217,7 @@ class Recipe:
     lookahead: bool = False        # compact net: airbench's Lookahead on the weights
     flip: str = "random"           # random | alternate (airbench: each image mirrored every other epoch) | none
     augment: str = "none"          # none | autoaugment | randaugment | trivialaugment (see Augmented)
+    mix: str = "none"              # none | cutmix | mixup | cutmix-or-mixup (see BATCH_MIXES)
     bf16: bool = False             # bf16 autocast (where the device runs it fast: CUDA, CPUs with AVX-512 bf16)
 
 
@@ -307,7 +317,7 @@ class Lookahead:
 def train(args: argparse.Namespace) -> None:
     recipe = RECIPES["resnet18" if args.model == "resnet34" else args.model]
     for key in ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "tta", "lookahead", "bf16", "flip",
-                "augment"):
+                "augment", "mix"):
         if getattr(args, key, None) is not None:
             recipe = replace(recipe, **{key: getattr(args, key)})
     if args.bf16 is None and torch.cuda.is_available():
@@ -356,11 +366,15 @@ def train(args: argparse.Namespace) -> None:
                       monitor="val_acc" if args.val_size else "step", mode="max", max_minutes=args.max_minutes,
                       seed=args.seed, out_dir=str(out_dir), resume=not args.fresh, compile=args.compile)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    mix = BATCH_MIXES[recipe.mix](len(model.classes))
     whiten_bias_steps = round(3 * steps_per_epoch)  # airbench trains the whitening bias for 3 epochs only
 
     def loss_fn(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
-        return criterion(m(x.float().div_(255).contiguous(memory_format=torch.channels_last)), y)
+        x = x.float().div_(255)
+        if mix:
+            x, y = mix(x, y)
+        return criterion(m(x.contiguous(memory_format=torch.channels_last)), y)
 
     lookahead = Lookahead(model, steps) if recipe.lookahead else None
 
@@ -396,7 +410,7 @@ def train(args: argparse.Namespace) -> None:
     selection = (f"the checkpoint is the best on a held-out {args.val_size:,}-image validation split of the training "
                  f"set (step {result.best_step} of {steps})" if args.val_size else
                  "trained on all training images, the last weights are kept (no validation split)")
-    policy = "" if recipe.augment == "none" else f" + {recipe.augment}"
+    policy = "".join(f" + {name}" for name in (recipe.augment, recipe.mix) if name != "none")
     per_class = "\n".join(f"| {c} | {a:.4f} |" for c, a in report["per_class_accuracy"].items())
     history = "\n".join(f"| {h['step']} | {h['minutes']:.1f} | {h['train_loss']:.4f} | "
                         f"{format(h['val_acc'], '.4f') if 'val_acc' in h else '-'} |" for h in result.history)
@@ -571,6 +585,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip", choices=Augmented.FLIPS, default=None, help="mirroring (default: the recipe's)")
     p.add_argument("--augment", choices=list(Augmented.POLICIES), default=None,
                    help="a torchvision augmentation policy on top of flip + translate (default: the recipe's)")
+    p.add_argument("--mix", choices=list(BATCH_MIXES), default=None,
+                   help="blend pairs of training images and their labels (default: the recipe's, none)")
     p.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=None,
                    help="airbench's Lookahead on the weights (default: the recipe's)")
     p.add_argument("--model-config", nargs="+", default=[], metavar="KEY=VALUE",
