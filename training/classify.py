@@ -367,6 +367,9 @@ def train(args: argparse.Namespace) -> None:
                       seed=args.seed, out_dir=str(out_dir), resume=not args.fresh, compile=args.compile)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     mix = BATCH_MIXES[recipe.mix](len(model.classes))
+    teacher = load_folder(args.teacher).eval().requires_grad_(False) if args.teacher else None
+    if teacher is not None and teacher.classes != model.classes:
+        fail(f"--teacher {args.teacher} predicts {teacher.classes}, not this model's classes")
     whiten_bias_steps = round(3 * steps_per_epoch)  # airbench trains the whitening bias for 3 epochs only
 
     def loss_fn(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -374,7 +377,15 @@ def train(args: argparse.Namespace) -> None:
         x = x.float().div_(255)
         if mix:
             x, y = mix(x, y)
-        return criterion(m(x.contiguous(memory_format=torch.channels_last)), y)
+        x = x.contiguous(memory_format=torch.channels_last)
+        logits = m(x)
+        if teacher is None:
+            return criterion(logits, y)
+        # DeiT's hard distillation: half the loss on the labels, half on the teacher's top class for the same
+        # (augmented) image, which passes a conv net's inductive bias on to the ViT
+        with torch.no_grad():
+            teacher_labels = teacher.to(x.device)(x).argmax(1)
+        return 0.5 * criterion(logits, y) + 0.5 * F.cross_entropy(logits, teacher_labels)
 
     lookahead = Lookahead(model, steps) if recipe.lookahead else None
 
@@ -419,6 +430,7 @@ def train(args: argparse.Namespace) -> None:
              f"({'flip + 1-pixel translations' if recipe.tta == 2 else 'horizontal flip' if recipe.tta else 'none'}); "
              f"{selection}.\n\n"
              f"{f'Started from the weights in `{args.init}` (their card: how they were trained). ' if args.init else ''}"
+             f"{f'Distilled from `{args.teacher}` (half the loss on its top class, DeiT hard distillation). ' if args.teacher else ''}"
              f"Training: {result.steps_done} of {steps} steps of batch {recipe.batch_size} "
              f"({result.steps_done / steps_per_epoch:.2f} epochs of {len(train_set)} images), {recipe.optimizer} "
              f"lr {recipe.lr} wd {recipe.weight_decay}, label smoothing {recipe.label_smoothing}, {recipe.flip} flip + "
@@ -587,6 +599,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="a torchvision augmentation policy on top of flip + translate (default: the recipe's)")
     p.add_argument("--mix", choices=list(BATCH_MIXES), default=None,
                    help="blend pairs of training images and their labels (default: the recipe's, none)")
+    p.add_argument("--teacher", default=None,
+                   help="a trained classifier's weights folder to distil from (DeiT hard distillation: half the loss "
+                        "on the teacher's top class), e.g. weights/compact-cifar10 for the ViT")
     p.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=None,
                    help="airbench's Lookahead on the weights (default: the recipe's)")
     p.add_argument("--model-config", nargs="+", default=[], metavar="KEY=VALUE",
