@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 from models.classify import CompactNet, CompactNetConfig, ResNet, ResNetConfig, ViT, ViTConfig
 import weights
 from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, from_pretrained, print_json, push_to_hub
-from training.loop import TrainConfig, fit, precision
+from training.loop import TrainConfig, fit, pick_device, precision
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CACHE = ROOT / "data_cache"
@@ -367,7 +367,7 @@ def train(args: argparse.Namespace) -> None:
                       seed=args.seed, out_dir=str(out_dir), resume=not args.fresh, compile=args.compile)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     mix = BATCH_MIXES[recipe.mix](len(model.classes))
-    teacher = load_folder(args.teacher).eval().requires_grad_(False) if args.teacher else None
+    teacher = load_folder(args.teacher).eval().requires_grad_(False).to(pick_device()) if args.teacher else None
     if teacher is not None and teacher.classes != model.classes:
         fail(f"--teacher {args.teacher} predicts {teacher.classes}, not this model's classes")
     whiten_bias_steps = round(3 * steps_per_epoch)  # airbench trains the whitening bias for 3 epochs only
@@ -384,7 +384,7 @@ def train(args: argparse.Namespace) -> None:
         # DeiT's hard distillation: half the loss on the labels, half on the teacher's top class for the same
         # (augmented) image, which passes a conv net's inductive bias on to the ViT
         with torch.no_grad():
-            teacher_labels = teacher.to(x.device)(x).argmax(1)
+            teacher_labels = teacher(x).argmax(1)
         return 0.5 * criterion(logits, y) + 0.5 * F.cross_entropy(logits, teacher_labels)
 
     lookahead = Lookahead(model, steps) if recipe.lookahead else None
