@@ -374,10 +374,10 @@ def train(args: argparse.Namespace) -> None:
 
     def loss_fn(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
-        x = x.float().div_(255)
-        if mix:
+        x = to_input(x, x.device)
+        if mix:  # the blend may come back in the default layout
             x, y = mix(x, y)
-        x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
         logits = m(x)
         if teacher is None:
             return criterion(logits, y)
