@@ -304,6 +304,60 @@ def test_train_init_continues_from_a_weights_folder(tmp_path, monkeypatch):
         assert exit_info.value.code == 2
 
 
+def test_average_writes_the_mean_of_the_members_and_refuses_what_cannot_be_averaged(tmp_path, monkeypatch, capsys):
+    """``average``: the uniform soup of weights folders and training checkpoints (a torch.compile'd one too) is the
+    mean of their weights; ``--greedy`` starts from the best member on validation; BatchNorm nets and mismatched
+    architectures are CLI errors."""
+    import training.classify as tc
+    from training.loop import atomic_save
+    monkeypatch.setattr(tc, "CACHE", tmp_path / "cache")
+    for split, n in (("train", 6), ("test", 2)):
+        for c in ("frog", "truck"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / c / f"{i}.png")
+    members = []
+    for seed in range(3):
+        model = small("vit")
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        weights.save(model, tmp_path / f"w{seed}")
+        members.append(ViT.from_pretrained(str(tmp_path / f"w{seed}")).state_dict())  # as stored (fp16)
+    atomic_save({"model": {f"_orig_mod.{k}": v for k, v in members[2].items()}, "step": 1}, tmp_path / "best.pt")
+    sources = [str(tmp_path / "w0"), str(tmp_path / "w1"), str(tmp_path / "best.pt")]
+
+    def average(*extra):
+        monkeypatch.setattr(sys, "argv", ["training.classify", "average", "--data", str(tmp_path / "data"),
+                                          "--val-size", "4", "--weights", *extra])
+        tc.main()
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    out = average(*sources, "--out", str(tmp_path / "soup"))
+    assert out["chosen"] == sources and 0 <= out["accuracy"] <= 1 and 0 <= out["val_accuracy"] <= 1
+    soup = tc.load_folder(tmp_path / "soup").state_dict()
+    for k, v in soup.items():
+        torch.testing.assert_close(v, sum(m[k] for m in members) / 3, atol=2e-3, rtol=2e-3)  # stored as fp16
+    card = (tmp_path / "soup" / "README.md").read_text()
+    assert "weight soup" in card and "average --data" in card and f"`{sources[2]}`" in card
+
+    out = average(*sources, "--greedy", "--out", str(tmp_path / "greedy"))
+    assert out["chosen"][0] == max(out["members"], key=out["members"].get)
+    assert set(out["chosen"]) <= set(sources)
+
+    weights.save(trained_like(small("compact")), tmp_path / "compact")
+    other = ViT(ViTConfig(dim=32, depth=3, heads=4, mlp_ratio=2.0))
+    weights.save(other, tmp_path / "deeper")
+    for wrong in ([str(tmp_path / "compact"), str(tmp_path / "compact")], [sources[0], str(tmp_path / "deeper")],
+                  [str(tmp_path / "deeper"), sources[2]], [sources[0]]):
+        with pytest.raises(SystemExit) as exit_info:
+            average(*wrong, "--out", str(tmp_path / "bad"))
+        assert exit_info.value.code == 2
+    assert not (tmp_path / "bad").exists()
+
+
 def test_weights_roundtrip_fp16(tmp_path):
     model = trained_like(small("vit"))
     weights.save(model, tmp_path)

@@ -3,6 +3,7 @@
     python -m training.classify --model compact        # ~22 min on 2 CPU threads (bf16); shipped: --epochs 15.5 --val-size 0 --flip alternate
     python -m training.classify evaluate --weights weights/compact-cifar10 --data ../shared/datasets/cifar10-jpg/test
     python -m training.classify export --weights weights/compact-cifar10 --format onnx
+    python -m training.classify average --weights weights/vit-cifar10 checkpoints/classify-vit/best.pt --out soup
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from torchvision.transforms import v2
 from models.classify import CompactNet, CompactNetConfig, ResNet, ResNetConfig, ViT, ViTConfig
 import weights
 from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, from_pretrained, print_json, push_to_hub
-from training.loop import TrainConfig, fit, pick_device, precision
+from training.loop import TrainConfig, fit, load_checkpoint, pick_device, precision
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CACHE = ROOT / "data_cache"
@@ -493,6 +494,90 @@ def evaluate_command(args: argparse.Namespace) -> None:
     print_json({"weights": str(args.weights), "data": str(args.data), "tta": args.tta, **report})
 
 
+def load_member(source: str | Path, template: nn.Module) -> dict[str, torch.Tensor]:
+    """The fp32 state dict of a weights folder or of a training checkpoint file (``best.pt``, ``checkpoint.pt``)
+    of the same architecture as ``template``."""
+    source = Path(source)
+    if source.is_file():
+        try:
+            state = load_checkpoint(source)["model"]
+        except Exception as e:
+            fail(f"could not read a training checkpoint from {source}: {type(e).__name__}: {e}")
+        state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}  # saved from a torch.compile'd model
+    else:
+        model = load_folder(source)
+        if model.config != template.config:
+            fail(f"{source} has config {model.config}, not {template.config}: only one architecture can be averaged")
+        state = model.state_dict()
+    expected = template.state_dict()
+    if state.keys() != expected.keys() or any(state[k].shape != v.shape for k, v in expected.items()):
+        fail(f"{source} does not hold a {type(template).__name__} with the first folder's config")
+    return {k: v.float() for k, v in state.items()}
+
+
+def average_command(args: argparse.Namespace) -> None:
+    """A uniform weight soup (Wortsman et al. 2022, "Model soups"): the mean of the weights of several runs that
+    started from the same weights. ``--greedy`` adds the members in order of validation accuracy and keeps each
+    only if the soup's validation accuracy does not drop; the test set is scored once, for the chosen soup."""
+    template = load_folder(args.weights[0]).eval()
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in template.modules()):
+        fail(f"{args.weights[0]} is a BatchNorm net: its averaged running statistics would not match the averaged "
+             "weights; weight averaging is for the ViT (LayerNorm)")
+    members = {str(w): load_member(w, template) for w in args.weights}
+    if len(members) < 2:
+        fail("--weights needs two or more distinct folders or checkpoint files")
+    try:
+        images, labels = load_split("train", args.data)
+        test_images, test_labels = load_split("test", args.data)
+    except (OSError, ValueError) as e:
+        fail(f"could not read CIFAR-10 from {args.data}: {e}")
+    if not 0 < args.val_size < len(labels):
+        fail(f"--val-size must be between 1 and {len(labels) - 1}, got {args.val_size}")
+    # the validation split of ``train`` (same seed, same size): the members never trained on it
+    val_idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:args.val_size]
+    val_images, val_labels = images[val_idx], labels[val_idx]
+
+    def soup_of(names: list[str]) -> nn.Module:
+        template.load_state_dict({k: sum(members[n][k] for n in names) / len(names) for k in members[names[0]]})
+        return template
+
+    def val_accuracy(model: nn.Module) -> float:
+        return (predict(model, val_images, tta=args.tta).argmax(1) == val_labels).float().mean().item()
+
+    scores = {name: val_accuracy(soup_of([name])) for name in members}
+    chosen = list(members)
+    if args.greedy:
+        order = sorted(members, key=scores.get, reverse=True)
+        chosen, best = order[:1], scores[order[0]]
+        for name in order[1:]:
+            score = val_accuracy(soup_of(chosen + [name]))
+            print(f"soup of {len(chosen) + 1}: val {score:.4f} with {name} ({'kept' if score >= best else 'dropped'})",
+                  flush=True)
+            if score >= best:
+                chosen, best = chosen + [name], score
+    model = soup_of(chosen)
+    val = val_accuracy(model)
+    report = accuracy_report(predict(model, test_images, tta=args.tta), test_labels, model.classes)
+    plain = (predict(model, test_images).argmax(1) == test_labels).float().mean().item()
+    out = Path(args.out)
+    weights.save(model, out)
+    rows = "\n".join(f"| `{n}` | {scores[n]:.4f} | {'yes' if n in chosen else 'no'} |" for n in members)
+    per_class = "\n".join(f"| {c} | {a:.4f} |" for c, a in report["per_class_accuracy"].items())
+    extra = (f"A weight soup: the uniform mean of {len(chosen)} of these {len(members)} sets of weights"
+             f"{', chosen greedily on validation accuracy' if args.greedy else ''} (validation: the held-out "
+             f"{args.val_size:,} training images the runs never trained on; test-time augmentation level {args.tta}; "
+             f"the soup scores {val:.4f} there).\n\n| member | val accuracy | in the soup |\n|---|---|---|\n{rows}\n\n"
+             f"Test accuracy on the official 10,000 CIFAR-10 test images, measured once, for the soup.\n\n"
+             f"| class | test accuracy |\n|---|---|\n{per_class}\n")
+    metrics = {"accuracy": report["accuracy"], "accuracy_no_tta": plain, "val_accuracy": val}
+    weights.write_card(out, out.name, description=DESCRIPTIONS["vit"].format(**vars(model.config)),
+                       metrics=metrics, dataset="cifar10", dataset_name="CIFAR-10", task_type="image-classification",
+                       command="python -m training.classify " + " ".join(sys.argv[1:]), extra=extra,
+                       tags=["image-classification", "cifar10"])
+    print_json({"weights": str(out), "members": scores, "chosen": chosen, "val_accuracy": val, "tta": args.tta,
+                "accuracy": report["accuracy"], "accuracy_no_tta": plain})
+
+
 def export(model: nn.Module, path: str | Path, fmt: str) -> Path:
     """TorchScript (traced) or ONNX (dynamic batch) file of ``model``; input float (B,3,32,32) in [0,1]."""
     model = model.eval().to(memory_format=torch.contiguous_format)
@@ -640,10 +725,25 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=str(default_data("cifar10-jpg")), help="CIFAR-10 root for calibration")
 
 
+def add_average_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", nargs="+", required=True,
+                   help="weights folders and training checkpoint files (best.pt, checkpoint.pt) of one ViT; the "
+                        "first must be a folder (its config.json is the soup's)")
+    p.add_argument("--out", required=True, help="weights folder to write")
+    p.add_argument("--greedy", action="store_true",
+                   help="keep a member only if it does not lower the soup's validation accuracy")
+    p.add_argument("--data", default=str(default_data("cifar10-jpg")), help="CIFAR-10 root with train/ and test/")
+    p.add_argument("--val-size", type=int, default=5000, help="the training run's --val-size")
+    p.add_argument("--tta", type=int, choices=[0, 1, 2], default=1)
+    p.add_argument("--threads", type=int, default=None)
+
+
 def main() -> None:
-    args = cli(__doc__, add_train_args, add_eval_args, extra={"export": add_export_args})
+    args = cli(__doc__, add_train_args, add_eval_args, extra={"export": add_export_args, "average": add_average_args})
     if args.command == "evaluate":
         evaluate_command(args)
+    elif args.command == "average":
+        average_command(args)
     elif args.command == "export":
         export_command(args)
     else:
