@@ -272,17 +272,22 @@ def test_evaluate_and_export_cli(tmp_path):
     assert json.loads(r.stdout.strip().splitlines()[-1])["max_abs_diff"] < EXPORT_ATOL
 
 
+def tiny_cifar_tree(root: Path) -> None:
+    """A CIFAR-10-layout ImageFolder tree (train/ and test/, two classes) of random 32x32 images."""
+    for split, n in (("train", 6), ("test", 2)):
+        for c in ("frog", "truck"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+                    root / split / c / f"{i}.png")
+
+
 def test_train_init_continues_from_a_weights_folder(tmp_path, monkeypatch):
     """``--init``: a second schedule starts from a released folder (its config, its weights), and a folder of
     another model kind is a CLI error. Runs ``main`` in-process on a tiny ImageFolder tree."""
     import training.classify as tc
     monkeypatch.setattr(tc, "CACHE", tmp_path / "cache")
-    for split, n in (("train", 6), ("test", 2)):
-        for c in ("frog", "truck"):
-            (tmp_path / "data" / split / c).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
-                    tmp_path / "data" / split / c / f"{i}.png")
+    tiny_cifar_tree(tmp_path / "data")
     start = trained_like(small("compact"))
     weights.save(start, tmp_path / "start")
     common = ["--data", str(tmp_path / "data"), "--init", str(tmp_path / "start"), "--epochs", "2",
@@ -311,12 +316,7 @@ def test_average_writes_the_mean_of_the_members_and_refuses_what_cannot_be_avera
     import training.classify as tc
     from training.loop import atomic_save
     monkeypatch.setattr(tc, "CACHE", tmp_path / "cache")
-    for split, n in (("train", 6), ("test", 2)):
-        for c in ("frog", "truck"):
-            (tmp_path / "data" / split / c).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
-                    tmp_path / "data" / split / c / f"{i}.png")
+    tiny_cifar_tree(tmp_path / "data")
     members = []
     for seed in range(3):
         model = small("vit")

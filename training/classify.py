@@ -545,18 +545,19 @@ def average_command(args: argparse.Namespace) -> None:
         return (predict(model, val_images, tta=args.tta).argmax(1) == val_labels).float().mean().item()
 
     scores = {name: val_accuracy(soup_of([name])) for name in members}
-    chosen = list(members)
     if args.greedy:
         order = sorted(members, key=scores.get, reverse=True)
-        chosen, best = order[:1], scores[order[0]]
+        chosen, val = order[:1], scores[order[0]]
         for name in order[1:]:
             score = val_accuracy(soup_of(chosen + [name]))
-            print(f"soup of {len(chosen) + 1}: val {score:.4f} with {name} ({'kept' if score >= best else 'dropped'})",
+            print(f"soup of {len(chosen) + 1}: val {score:.4f} with {name} ({'kept' if score >= val else 'dropped'})",
                   flush=True)
-            if score >= best:
-                chosen, best = chosen + [name], score
+            if score >= val:
+                chosen, val = chosen + [name], score
+    else:
+        chosen = list(members)
+        val = val_accuracy(soup_of(chosen))
     model = soup_of(chosen)
-    val = val_accuracy(model)
     report = accuracy_report(predict(model, test_images, tta=args.tta), test_labels, model.classes)
     plain = (predict(model, test_images).argmax(1) == test_labels).float().mean().item()
     out = Path(args.out)
