@@ -156,6 +156,13 @@ BATCH_MIXES = {"none": lambda classes: None,
                                                                    v2.MixUp(num_classes=classes)])}
 
 
+def validation_split(n: int, val_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(validation, training) indices of the ``n`` training images: one fixed permutation (seed 0), so training
+    and ``average`` hold out the same images."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    return perm[:val_size], perm[val_size:]
+
+
 def _pad_reflect(images: torch.Tensor, pad: int, chunk: int = 5000) -> torch.Tensor:
     return torch.cat([F.pad(c.float(), (pad,) * 4, mode="reflect").to(images.dtype)
                       for c in images.split(chunk)])
@@ -332,8 +339,7 @@ def train(args: argparse.Namespace) -> None:
     # --val-size 0 trains on all 50k and keeps the last weights (airbench's protocol)
     if not 0 <= args.val_size < len(labels):
         fail(f"--val-size must be between 0 and {len(labels) - 1}, got {args.val_size}")
-    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
-    val_idx, train_idx = perm[:args.val_size], perm[args.val_size:]
+    val_idx, train_idx = validation_split(len(labels), args.val_size)
     if args.limit:
         train_idx = train_idx[:args.limit]
     train_set = Augmented(images[train_idx], labels[train_idx], translate=recipe.translate, flip=recipe.flip,
@@ -533,8 +539,7 @@ def average_command(args: argparse.Namespace) -> None:
         fail(f"could not read CIFAR-10 from {args.data}: {e}")
     if not 0 < args.val_size < len(labels):
         fail(f"--val-size must be between 1 and {len(labels) - 1}, got {args.val_size}")
-    # the validation split of ``train`` (same seed, same size): the members never trained on it
-    val_idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:args.val_size]
+    val_idx, _ = validation_split(len(labels), args.val_size)  # the images the members never trained on
     val_images, val_labels = images[val_idx], labels[val_idx]
 
     def soup_of(names: list[str]) -> nn.Module:
