@@ -110,6 +110,21 @@ def test_registry_entries_are_well_formed():
         assert spec.train_command.startswith(f"python -m training.{spec.task}")
 
 
+def test_shipped_cards_name_their_own_folder():
+    # A candidate trained into checkpoints/<run>-weights gets a card named after that folder; releasing it
+    # means renaming the card too (twice a card shipped under its run's name).
+    import yaml
+
+    import weights
+    cards = [weights.local_dir(name) / "README.md" for name in weights.MODELS]
+    cards = [card for card in cards if card.exists()]
+    assert cards
+    for card in cards:
+        front, body = card.read_text().split("---\n", 2)[1:]
+        assert yaml.safe_load(front)["model-index"][0]["name"] == card.parent.name, card
+        assert body.lstrip().startswith(f"# {card.parent.name}\n"), card
+
+
 def test_weights_dir_env_override(tmp_path):
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", "import weights; print(weights.WEIGHTS_DIR)"],
