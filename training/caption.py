@@ -414,7 +414,7 @@ def train(args: argparse.Namespace) -> None:
     description = ("Image captioner: a convolutional encoder that keeps a spatial grid of features and a "
                    "Transformer decoder (causal self-attention, cross-attention to the grid), trained on "
                    "Flickr8k on a CPU.")
-    weights.write_card(folder, folder.name, description=description, metrics=metrics, dataset="flickr8k",
+    weights.write_card(folder, "captioner-flickr8k", description=description, metrics=metrics, dataset="flickr8k",
                        dataset_name="Flickr8k", task_type="image-to-text", command=command, extra=extra,
                        tags=["image-captioning", "image-to-text", "flickr8k"])
     print(f"wrote {folder}", flush=True)

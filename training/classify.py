@@ -448,7 +448,7 @@ def train(args: argparse.Namespace) -> None:
              f"| class | test accuracy |\n|---|---|\n{per_class}\n\n"
              f"| step | minutes | train loss | val accuracy |\n|---|---|---|---|\n{history}\n")
     description = DESCRIPTIONS[args.model].format(**vars(model.config))
-    weights.write_card(folder, folder.name, description=description, metrics=metrics,
+    weights.write_card(folder, WEIGHT_NAMES[args.model], description=description, metrics=metrics,
                        dataset="cifar10", dataset_name="CIFAR-10", task_type="image-classification",
                        command=command, extra=extra, tags=["image-classification", "cifar10"])
     print(f"wrote {folder}", flush=True)
@@ -576,7 +576,7 @@ def average_command(args: argparse.Namespace) -> None:
              f"Test accuracy on the official 10,000 CIFAR-10 test images, measured once, for the soup.\n\n"
              f"| class | test accuracy |\n|---|---|\n{per_class}\n")
     metrics = {"accuracy": report["accuracy"], "accuracy_no_tta": plain, "val_accuracy": val}
-    weights.write_card(out, out.name, description=DESCRIPTIONS["vit"].format(**vars(model.config)),
+    weights.write_card(out, WEIGHT_NAMES["vit"], description=DESCRIPTIONS["vit"].format(**vars(model.config)),
                        metrics=metrics, dataset="cifar10", dataset_name="CIFAR-10", task_type="image-classification",
                        command="python -m training.classify " + " ".join(sys.argv[1:]), extra=extra,
                        tags=["image-classification", "cifar10"])

@@ -497,7 +497,7 @@ def write_model_card(folder: Path, report: dict[str, Any], args: argparse.Namesp
              f"| class | AP50 (torchmetrics) |\n|---|---|\n{per_class}\n\n"
              f"| step | minutes | train loss | selection mAP50 |\n|---|---|---|---|\n{history}\n")
     metrics = {"map50": report["map50"], "map50_voc07": report["map50_voc07"], "map50_voc": report["map50_voc"]}
-    weights.write_card(folder, folder.name, metrics=metrics, dataset="voc2007", dataset_name="PASCAL VOC 2007",
+    weights.write_card(folder, "yolo-voc", metrics=metrics, dataset="voc2007", dataset_name="PASCAL VOC 2007",
                        task_type="object-detection", command=command, extra=extra,
                        tags=["object-detection", "yolo", "pascal-voc"],
                        description="A single-stage YOLO-style detector for the 20 PASCAL VOC classes.")

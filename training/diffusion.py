@@ -286,7 +286,7 @@ def write_card(folder: Path, dataset: str, metrics: dict[str, Any], info: dict[s
         f"Config: `{json.dumps(model_cfg)}`"
         + (f"\n\n{info['notes']}" if info.get("notes") else ""))
     weights.write_card(
-        folder, folder.name,
+        folder, WEIGHT_NAMES[dataset],
         description=(f"Class-conditional DDPM ({model_cfg.get('prediction_type', 'epsilon').replace('_', '-')}, "
                      f"{model_cfg['beta_schedule']} schedule, "
                      f"{model_cfg['num_train_timesteps']} steps) with classifier-free guidance, a U-Net with "

@@ -194,7 +194,7 @@ def write_gan_card(folder: Path, model: DCGAN, metrics: dict[str, Any], info: di
                    f"stride-2 transposed convs with BatchNorm/ReLU -> 28x28) against a strided-conv discriminator "
                    f"with spectral norm, LeakyReLU{' and a projection class head' if c.num_classes else ''}, "
                    f"trained with the non-saturating GAN loss on Fashion-MNIST.")
-    weights.write_card(folder, folder.name, description=description, metrics=card_metrics,
+    weights.write_card(folder, NAME, description=description, metrics=card_metrics,
                        dataset="fashion_mnist", dataset_name="Fashion-MNIST", task_type="unconditional-image-generation",
                        command=info["command"], extra=extra,
                        tags=["gan", "dcgan", "image-generation", "fashion-mnist"])
