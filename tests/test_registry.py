@@ -111,8 +111,8 @@ def test_registry_entries_are_well_formed():
 
 
 def test_shipped_cards_name_their_own_folder():
-    # A candidate trained into checkpoints/<run>-weights gets a card named after that folder; releasing it
-    # means renaming the card too (twice a card shipped under its run's name).
+    # Trainers name a card after the registry entry it is a candidate for, wherever --weights-out points
+    # (twice a card once shipped under its training run's folder name).
     import yaml
 
     import weights

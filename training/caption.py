@@ -35,6 +35,7 @@ from training import loop
 from training.loop import TrainConfig, fit, precision
 
 CACHE = ROOT / "data_cache"
+NAME = "captioner-flickr8k"  # the registry entry (weights/ folder) this trainer produces
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 TARGET_BLEU4 = 0.15  # the target on the test split
 SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt",
@@ -357,7 +358,7 @@ def train(args: argparse.Namespace) -> None:
     if args.no_export:  # recipe comparisons: the validation history in out_dir is the result
         return
 
-    folder = Path(args.weights_out) if args.weights_out else weights.local_dir("captioner-flickr8k")
+    folder = Path(args.weights_out) if args.weights_out else weights.local_dir(NAME)
     weights.save(model, folder)
     shipped = from_pretrained(Captioner, folder)  # the fp16 file, read back
     test_refs = [data.captions[n] for n in test_names]
@@ -414,7 +415,7 @@ def train(args: argparse.Namespace) -> None:
     description = ("Image captioner: a convolutional encoder that keeps a spatial grid of features and a "
                    "Transformer decoder (causal self-attention, cross-attention to the grid), trained on "
                    "Flickr8k on a CPU.")
-    weights.write_card(folder, "captioner-flickr8k", description=description, metrics=metrics, dataset="flickr8k",
+    weights.write_card(folder, NAME, description=description, metrics=metrics, dataset="flickr8k",
                        dataset_name="Flickr8k", task_type="image-to-text", command=command, extra=extra,
                        tags=["image-captioning", "image-to-text", "flickr8k"])
     print(f"wrote {folder}", flush=True)

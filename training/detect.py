@@ -43,6 +43,7 @@ from training.common import (CHECKPOINTS, ROOT, cli, default_data, fail, from_pr
 from training.loop import TrainConfig, fit, precision
 
 CACHE = ROOT / "data_cache"
+NAME = "yolo-voc"  # the registry entry (weights/ folder) this trainer produces
 FILL = 0.5  # letterbox / canvas grey
 
 
@@ -445,7 +446,7 @@ def train(args: argparse.Namespace) -> None:
     result = fit(model, train_data, loss_fn, cfg, evaluate=evaluate, collate_fn=train_data.collate)
     model.eval()
 
-    folder = Path(args.weights_out) if args.weights_out else weights.local_dir("yolo-voc")
+    folder = Path(args.weights_out) if args.weights_out else weights.local_dir(NAME)
     weights.save(model.to(memory_format=torch.contiguous_format), folder)
     shipped = from_pretrained(YOLO, folder).to(memory_format=torch.channels_last)
     preds, gts = predict_dataset(shipped, val_set, args.size, limit=args.limit)  # limit: smoke runs only
@@ -497,7 +498,7 @@ def write_model_card(folder: Path, report: dict[str, Any], args: argparse.Namesp
              f"| class | AP50 (torchmetrics) |\n|---|---|\n{per_class}\n\n"
              f"| step | minutes | train loss | selection mAP50 |\n|---|---|---|---|\n{history}\n")
     metrics = {"map50": report["map50"], "map50_voc07": report["map50_voc07"], "map50_voc": report["map50_voc"]}
-    weights.write_card(folder, "yolo-voc", metrics=metrics, dataset="voc2007", dataset_name="PASCAL VOC 2007",
+    weights.write_card(folder, NAME, metrics=metrics, dataset="voc2007", dataset_name="PASCAL VOC 2007",
                        task_type="object-detection", command=command, extra=extra,
                        tags=["object-detection", "yolo", "pascal-voc"],
                        description="A single-stage YOLO-style detector for the 20 PASCAL VOC classes.")
