@@ -293,7 +293,7 @@ def test_train_init_continues_from_a_weights_folder(tmp_path, monkeypatch):
     common = ["--data", str(tmp_path / "data"), "--init", str(tmp_path / "start"), "--epochs", "2",
               "--batch-size", "4", "--val-size", "4", "--no-bf16", "--fresh",
               "--augment", "autoaugment", "--mix", "cutmix-or-mixup", "--teacher", str(tmp_path / "start"),
-              "--out", str(tmp_path / "ckpt"), "--weights-out", str(tmp_path / "w")]
+              str(tmp_path / "start"), "--out", str(tmp_path / "ckpt"), "--weights-out", str(tmp_path / "w")]
     monkeypatch.setattr(sys, "argv", ["training.classify", "--model", "compact", *common])
     tc.main()
     trained = tc.load_folder(tmp_path / "w")
@@ -301,7 +301,7 @@ def test_train_init_continues_from_a_weights_folder(tmp_path, monkeypatch):
     assert any(not torch.allclose(a.float(), b.float()) for a, b in zip(trained.parameters(), start.parameters()))
     card = (tmp_path / "w" / "README.md").read_text()
     assert "Started from the weights in" in card and "translate + autoaugment + cutmix-or-mixup" in card
-    assert f"Distilled from `{tmp_path / 'start'}`" in card
+    assert f"Distilled from `{tmp_path / 'start'}` + `{tmp_path / 'start'}`" in card
     for wrong in (["--model", "vit"], ["--model", "compact", "--widths", "8", "16", "32"]):
         monkeypatch.setattr(sys, "argv", ["training.classify", *wrong, *common])
         with pytest.raises(SystemExit) as exit_info:

@@ -196,6 +196,15 @@ def predict(model: nn.Module, images: torch.Tensor, tta: int = 0, batch_size: in
     return torch.cat(out)
 
 
+def distilled_from(teachers: list[str]) -> str:
+    """The model card's sentence on distillation (empty without teachers)."""
+    if not teachers:
+        return ""
+    names = " + ".join(f"`{t}`" for t in teachers)
+    whose = "its" if len(teachers) == 1 else "their mean probabilities'"
+    return f"Distilled from {names} (half the loss on {whose} top class, DeiT hard distillation). "
+
+
 def accuracy_report(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict[str, Any]:
     pred = logits.argmax(1)
     per_class = {c: round(float((pred[labels == i] == i).float().mean()), 4)
@@ -374,9 +383,11 @@ def train(args: argparse.Namespace) -> None:
                       seed=args.seed, out_dir=str(out_dir), resume=not args.fresh, compile=args.compile)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     mix = BATCH_MIXES[recipe.mix](len(model.classes))
-    teacher = load_folder(args.teacher).eval().requires_grad_(False).to(pick_device()) if args.teacher else None
-    if teacher is not None and teacher.classes != model.classes:
-        fail(f"--teacher {args.teacher} predicts {teacher.classes}, not this model's classes")
+    teachers = [load_folder(t).eval().requires_grad_(False).to(pick_device(), memory_format=torch.channels_last)
+                for t in args.teacher]
+    for path, teacher in zip(args.teacher, teachers):
+        if teacher.classes != model.classes:
+            fail(f"--teacher {path} predicts {teacher.classes}, not this model's classes")
     whiten_bias_steps = round(3 * steps_per_epoch)  # airbench trains the whitening bias for 3 epochs only
 
     def loss_fn(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -386,12 +397,13 @@ def train(args: argparse.Namespace) -> None:
             x, y = mix(x, y)
             x = x.contiguous(memory_format=torch.channels_last)
         logits = m(x)
-        if teacher is None:
+        if not teachers:
             return criterion(logits, y)
         # DeiT's hard distillation: half the loss on the labels, half on the teacher's top class for the same
-        # (augmented) image, which passes a conv net's inductive bias on to the ViT
+        # (augmented) image, which passes a conv net's inductive bias on to the ViT; several teachers vote with
+        # their mean probabilities (an ensemble is a better teacher than any one of its members)
         with torch.no_grad():
-            teacher_labels = teacher(x).argmax(1)
+            teacher_labels = sum(t(x).float().softmax(1) for t in teachers).argmax(1)
         return 0.5 * criterion(logits, y) + 0.5 * F.cross_entropy(logits, teacher_labels)
 
     lookahead = Lookahead(model, steps) if recipe.lookahead else None
@@ -437,7 +449,7 @@ def train(args: argparse.Namespace) -> None:
              f"({'flip + 1-pixel translations' if recipe.tta == 2 else 'horizontal flip' if recipe.tta else 'none'}); "
              f"{selection}.\n\n"
              f"{f'Started from the weights in `{args.init}` (their card: how they were trained). ' if args.init else ''}"
-             f"{f'Distilled from `{args.teacher}` (half the loss on its top class, DeiT hard distillation). ' if args.teacher else ''}"
+             f"{distilled_from(args.teacher)}"
              f"Training: {result.steps_done} of {steps} steps of batch {recipe.batch_size} "
              f"({result.steps_done / steps_per_epoch:.2f} epochs of {len(train_set)} images), {recipe.optimizer} "
              f"lr {recipe.lr} wd {recipe.weight_decay}, label smoothing {recipe.label_smoothing}, {recipe.flip} flip + "
@@ -690,9 +702,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="a torchvision augmentation policy on top of flip + translate (default: the recipe's)")
     p.add_argument("--mix", choices=list(BATCH_MIXES), default=None,
                    help="blend pairs of training images and their labels (default: the recipe's, none)")
-    p.add_argument("--teacher", default=None,
-                   help="a trained classifier's weights folder to distil from (DeiT hard distillation: half the loss "
-                        "on the teacher's top class), e.g. weights/compact-cifar10 for the ViT")
+    p.add_argument("--teacher", nargs="+", default=[], metavar="FOLDER",
+                   help="trained classifiers' weights folders to distil from (DeiT hard distillation: half the loss "
+                        "on the top class of the teachers' mean probabilities), e.g. weights/compact-cifar10 for "
+                        "the ViT")
     p.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=None,
                    help="airbench's Lookahead on the weights (default: the recipe's)")
     p.add_argument("--model-config", nargs="+", default=[], metavar="KEY=VALUE",
