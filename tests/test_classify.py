@@ -282,9 +282,11 @@ def tiny_cifar_tree(root: Path) -> None:
                     root / split / c / f"{i}.png")
 
 
-def test_train_init_continues_from_a_weights_folder(tmp_path, monkeypatch):
-    """``--init``: a second schedule starts from a released folder (its config, its weights), and a folder of
-    another model kind is a CLI error. Runs ``main`` in-process on a tiny ImageFolder tree."""
+@pytest.mark.parametrize("distillation", ["hard", "soft"])
+def test_train_init_continues_from_a_weights_folder(tmp_path, monkeypatch, distillation):
+    """``--init``: a second schedule starts from a released folder (its config, its weights), distilled from two
+    teachers either way, and a folder of another model kind is a CLI error. Runs ``main`` in-process on a tiny
+    ImageFolder tree."""
     import training.classify as tc
     monkeypatch.setattr(tc, "CACHE", tmp_path / "cache")
     tiny_cifar_tree(tmp_path / "data")
@@ -293,7 +295,8 @@ def test_train_init_continues_from_a_weights_folder(tmp_path, monkeypatch):
     common = ["--data", str(tmp_path / "data"), "--init", str(tmp_path / "start"), "--epochs", "2",
               "--batch-size", "4", "--val-size", "4", "--no-bf16", "--fresh",
               "--augment", "autoaugment", "--mix", "cutmix-or-mixup", "--teacher", str(tmp_path / "start"),
-              str(tmp_path / "start"), "--out", str(tmp_path / "ckpt"), "--weights-out", str(tmp_path / "w")]
+              str(tmp_path / "start"), "--distillation", distillation, "--out", str(tmp_path / "ckpt"),
+              "--weights-out", str(tmp_path / "w")]
     monkeypatch.setattr(sys, "argv", ["training.classify", "--model", "compact", *common])
     tc.main()
     trained = tc.load_folder(tmp_path / "w")
@@ -302,6 +305,7 @@ def test_train_init_continues_from_a_weights_folder(tmp_path, monkeypatch):
     card = (tmp_path / "w" / "README.md").read_text()
     assert "Started from the weights in" in card and "translate + autoaugment + cutmix-or-mixup" in card
     assert f"Distilled from `{tmp_path / 'start'}` + `{tmp_path / 'start'}`" in card
+    assert f"{distillation} distillation" in card
     for wrong in (["--model", "vit"], ["--model", "compact", "--widths", "8", "16", "32"]):
         monkeypatch.setattr(sys, "argv", ["training.classify", *wrong, *common])
         with pytest.raises(SystemExit) as exit_info:

@@ -196,13 +196,15 @@ def predict(model: nn.Module, images: torch.Tensor, tta: int = 0, batch_size: in
     return torch.cat(out)
 
 
-def distilled_from(teachers: list[str]) -> str:
+def distilled_from(teachers: list[str], kind: str = "hard") -> str:
     """The model card's sentence on distillation (empty without teachers)."""
     if not teachers:
         return ""
     names = " + ".join(f"`{t}`" for t in teachers)
-    whose = "its" if len(teachers) == 1 else "their mean probabilities'"
-    return f"Distilled from {names} (half the loss on {whose} top class, DeiT hard distillation). "
+    probs = "its probabilities" if len(teachers) == 1 else "their mean probabilities"
+    how = (f"half the loss on {probs}' top class, DeiT hard distillation" if kind == "hard" else
+           f"half the loss is the cross-entropy to {probs} on the same augmented image, soft distillation")
+    return f"Distilled from {names} ({how}). "
 
 
 def accuracy_report(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict[str, Any]:
@@ -399,12 +401,15 @@ def train(args: argparse.Namespace) -> None:
         logits = m(x)
         if not teachers:
             return criterion(logits, y)
-        # DeiT's hard distillation: half the loss on the labels, half on the teacher's top class for the same
-        # (augmented) image, which passes a conv net's inductive bias on to the ViT; several teachers vote with
-        # their mean probabilities (an ensemble is a better teacher than any one of its members)
+        # Half the loss on the labels, half on the teachers' view of the same (augmented) image; several teachers
+        # vote with their mean probabilities (an ensemble is a better teacher than any one of its members).
+        # hard (DeiT): their top class, which passes a conv net's inductive bias on to the ViT. soft (Hinton;
+        # Beyer et al.'s "patient and consistent" function matching with a mix): the probabilities themselves,
+        # which still teach where the teachers agree with the label, as they do on nearly every training image
         with torch.no_grad():
-            teacher_labels = sum(t(x).float().softmax(1) for t in teachers).argmax(1)
-        return 0.5 * criterion(logits, y) + 0.5 * F.cross_entropy(logits, teacher_labels)
+            teacher_probs = sum(t(x).float().softmax(1) for t in teachers) / len(teachers)
+        target = teacher_probs.argmax(1) if args.distillation == "hard" else teacher_probs
+        return 0.5 * criterion(logits, y) + 0.5 * F.cross_entropy(logits, target)
 
     lookahead = Lookahead(model, steps) if recipe.lookahead else None
 
@@ -449,7 +454,7 @@ def train(args: argparse.Namespace) -> None:
              f"({'flip + 1-pixel translations' if recipe.tta == 2 else 'horizontal flip' if recipe.tta else 'none'}); "
              f"{selection}.\n\n"
              f"{f'Started from the weights in `{args.init}` (their card: how they were trained). ' if args.init else ''}"
-             f"{distilled_from(args.teacher)}"
+             f"{distilled_from(args.teacher, args.distillation)}"
              f"Training: {result.steps_done} of {steps} steps of batch {recipe.batch_size} "
              f"({result.steps_done / steps_per_epoch:.2f} epochs of {len(train_set)} images), {recipe.optimizer} "
              f"lr {recipe.lr} wd {recipe.weight_decay}, label smoothing {recipe.label_smoothing}, {recipe.flip} flip + "
@@ -706,6 +711,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="trained classifiers' weights folders to distil from (DeiT hard distillation: half the loss "
                         "on the top class of the teachers' mean probabilities), e.g. weights/compact-cifar10 for "
                         "the ViT")
+    p.add_argument("--distillation", choices=["hard", "soft"], default="hard",
+                   help="learn the teachers' top class (hard, DeiT) or their probabilities (soft, Hinton)")
     p.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=None,
                    help="airbench's Lookahead on the weights (default: the recipe's)")
     p.add_argument("--model-config", nargs="+", default=[], metavar="KEY=VALUE",
