@@ -201,9 +201,13 @@ def distilled_from(teachers: list[str], kind: str = "hard") -> str:
     if not teachers:
         return ""
     names = " + ".join(f"`{t}`" for t in teachers)
-    probs = "its probabilities" if len(teachers) == 1 else "their mean probabilities"
-    how = (f"half the loss on {probs}' top class, DeiT hard distillation" if kind == "hard" else
-           f"half the loss is the cross-entropy to {probs} on the same augmented image, soft distillation")
+    one = len(teachers) == 1
+    if kind == "hard":
+        whose = "its" if one else "their mean probabilities'"
+        how = f"half the loss on {whose} top class, DeiT hard distillation"
+    else:
+        how = (f"half the loss is the cross-entropy to {'its' if one else 'their mean'} probabilities on the same "
+               "augmented image, soft distillation")
     return f"Distilled from {names} ({how}). "
 
 
@@ -708,9 +712,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mix", choices=list(BATCH_MIXES), default=None,
                    help="blend pairs of training images and their labels (default: the recipe's, none)")
     p.add_argument("--teacher", nargs="+", default=[], metavar="FOLDER",
-                   help="trained classifiers' weights folders to distil from (DeiT hard distillation: half the loss "
-                        "on the top class of the teachers' mean probabilities), e.g. weights/compact-cifar10 for "
-                        "the ViT")
+                   help="trained classifiers' weights folders to distil from (half the loss on the teachers' "
+                        "mean probabilities, see --distillation), e.g. weights/compact-cifar10 for the ViT")
     p.add_argument("--distillation", choices=["hard", "soft"], default="hard",
                    help="learn the teachers' top class (hard, DeiT) or their probabilities (soft, Hinton)")
     p.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=None,
