@@ -1,8 +1,9 @@
 """CIFAR-10 classifiers: ResNet-18/34, a fast compact conv net (airbench-style), a Vision Transformer.
 
 Every model takes RGB images as floats in [0, 1], shape (B, 3, 32, 32), normalizes them with the mean/std
-stored in its config and returns logits (B, num_classes). Explanations live here too: ``grad_cam`` for
-the conv nets and ``attention_rollout`` for the ViT (pure tensor code, no I/O).
+stored in its config and returns logits (B, num_classes). Test-time augmentation (``tta_logits``) and
+explanations live here too: ``grad_cam`` for the conv nets and ``attention_rollout`` for the ViT (pure tensor
+code, no I/O).
 """
 from __future__ import annotations
 
@@ -297,6 +298,34 @@ class ViT(_Classifier, PyTorchModelHubMixin):
         x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.blocks(self.drop(x + self.pos))
         return self.head(self.ln(x[:, 0]))
+
+
+# --------------------------------------------------------------------------- test-time augmentation
+
+TTA_LEVELS = {0: "none", 1: "horizontal flip", 2: "flip + 1-pixel translations",
+              3: "mean over every shift by at most 1 pixel and its mirror, 18 views"}
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tensor:
+    """Logits of float images ``x`` (B, 3, H, W) averaged over test-time views. Level 0: plain; 1: with the mirror
+    image; 2: half weight on those two, half on the two diagonal 1-pixel shifts and their mirrors (airbench's);
+    3: the plain mean of all 18 views, every shift by at most one pixel and its mirror (a ViT's patch grid falls
+    differently on each shift, so it gains more from them than a conv net)."""
+    if level not in TTA_LEVELS:
+        raise ValueError(f"test-time augmentation level must be one of {list(TTA_LEVELS)}, got {level!r}")
+    size = x.shape[-1]
+    padded = F.pad(x, (1,) * 4, mode="reflect")
+    if level == 3:
+        views = [padded[..., dy:dy + size, dx:dx + size] for dy in range(3) for dx in range(3)]
+        return sum(model(v).float() + model(v.flip(3)).float() for v in views) / 18
+    logits = model(x).float()
+    if level >= 1:
+        logits = 0.5 * logits + 0.5 * model(x.flip(3)).float()
+    if level >= 2:
+        shifted = [padded[..., :size, :size], padded[..., 2:, 2:]]
+        shifted = sum(0.5 * model(v).float() + 0.5 * model(v.flip(3)).float() for v in shifted) / 2
+        logits = 0.5 * logits + 0.5 * shifted
+    return logits
 
 
 # --------------------------------------------------------------------------- explanations

@@ -9,12 +9,13 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import weights
 from demos import classify as tab
 from models.classify import (CompactNet, CompactNetConfig, ResNet, ResNetConfig, ViT, ViTConfig,
-                             attention_rollout, grad_cam)
+                             attention_rollout, grad_cam, tta_logits)
 from training.classify import (BATCH_MIXES, Augmented, Lookahead, accuracy_report, build_model, export, load_folder, parse_model_config,
                               predict, read_folder, run_exported)
 
@@ -213,8 +214,14 @@ def test_lookahead_pulls_toward_the_slow_weights_and_ends_on_them():
 def test_predict_tta_and_accuracy_report():
     model = trained_like(small("compact"))
     images = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8)
-    for tta in (0, 1, 2):
+    for tta in (0, 1, 2, 3):
         assert predict(model, images, tta=tta, batch_size=7).shape == (20, 10)
+    # level 3 is the plain mean of the 18 shifted / mirrored views
+    x = F.pad(images.float().div(255), (1,) * 4, mode="reflect")
+    views = [x[..., dy:dy + 32, dx:dx + 32] for dy in range(3) for dx in range(3)]
+    with torch.no_grad():
+        expected = sum(model(v) + model(v.flip(3)) for v in views) / 18
+    assert torch.allclose(predict(model, images, tta=3, batch_size=7), expected, atol=1e-4)
     logits = torch.eye(10)[[0, 1, 2, 2]]
     report = accuracy_report(logits, torch.tensor([0, 1, 2, 3]), [str(i) for i in range(10)])
     assert report["accuracy"] == 0.75 and report["per_class_accuracy"] == {"0": 1.0, "1": 1.0, "2": 1.0, "3": 0.0}
@@ -471,6 +478,13 @@ def test_shipped_weights_classify_examples(label, kind, floor):
     for top5 in labels.values():
         assert len(top5) == 5 and all(0 <= v <= 1 for v in top5.values())
     assert weights.card_metrics(name)["accuracy"] > floor
+
+
+def test_tab_averages_the_views_each_card_is_measured_with():
+    from training.classify import RECIPES, WEIGHT_NAMES
+    assert tab.TTA == {WEIGHT_NAMES[kind]: RECIPES[kind].tta for _, kind, _ in SHIPPED}
+    with pytest.raises(ValueError, match="level"):
+        tta_logits(trained_like(small("compact")), torch.rand(1, 3, 32, 32), 4)
 
 
 @pytest.mark.parametrize("label,kind,floor", SHIPPED)
