@@ -314,14 +314,14 @@ def tta_logits(model: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tenso
     if level not in TTA_LEVELS:
         raise ValueError(f"test-time augmentation level must be one of {list(TTA_LEVELS)}, got {level!r}")
     size = x.shape[-1]
-    padded = F.pad(x, (1,) * 4, mode="reflect")
+    padded = F.pad(x, (1,) * 4, mode="reflect") if level >= 2 else None
     if level == 3:
         views = [padded[..., dy:dy + size, dx:dx + size] for dy in range(3) for dx in range(3)]
         return sum(model(v).float() + model(v.flip(3)).float() for v in views) / 18
     logits = model(x).float()
     if level >= 1:
         logits = 0.5 * logits + 0.5 * model(x.flip(3)).float()
-    if level >= 2:
+    if level == 2:
         shifted = [padded[..., :size, :size], padded[..., 2:, 2:]]
         shifted = sum(0.5 * model(v).float() + 0.5 * model(v.flip(3)).float() for v in shifted) / 2
         logits = 0.5 * logits + 0.5 * shifted
