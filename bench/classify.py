@@ -24,6 +24,7 @@ import weights
 from bench.common import timeit
 from training.classify import (WEIGHT_NAMES, accuracy_report, build_model, export, load_split, predict,
                                quantize_onnx)
+from training.loop import autocast, precision
 
 TAB = "Classification"
 
@@ -108,8 +109,9 @@ def run(repeats: int = 5, threads: int = 1, models: tuple[str, ...] = ("compact"
 
 def training_steps(models: tuple[str, ...], threads: int = 2, repeats: int = 10,
                    batch: int = 128) -> list[dict[str, Any]]:
-    """Median and p90 milliseconds of one optimizer step (bf16 autocast, channels-last, as ``training.classify`` runs
-    it) for each model, eager and under ``torch.compile`` (``--compile``); compilation is the warm-up.
+    """Median and p90 milliseconds of one optimizer step (channels-last, bf16 autocast where this CPU runs it fast,
+    else fp32: as ``training.classify`` runs it) for each model, eager and under ``torch.compile``
+    (``--compile``); compilation is the warm-up.
     The shipped architecture (or the default one without weights); the weights are updated in memory only."""
     import torch.nn.functional as F
     torch.set_num_threads(threads)
@@ -124,7 +126,7 @@ def training_steps(models: tuple[str, ...], threads: int = 2, repeats: int = 10,
             y = torch.randint(0, 10, (batch,))
 
             def step() -> None:
-                with torch.autocast("cpu", torch.bfloat16):
+                with autocast(torch.device("cpu")):
                     loss = F.cross_entropy(forward(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -145,8 +147,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.training:
         rows = training_steps(tuple(args.models), args.threads, args.repeats)
-        print(f"torch {torch.__version__}, {args.threads} thread(s), batch 128 bf16 training step, "
-              f"median of {args.repeats}")
+        print(f"torch {torch.__version__}, {args.threads} thread(s), batch 128 training step "
+              f"({precision(True)}), median of {args.repeats}")
         for kind in args.models:
             eager, comp = (next(r for r in rows if r["model"] == kind and r["variant"] == v)
                            for v in ("eager", "torch.compile"))
