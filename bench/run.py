@@ -70,8 +70,10 @@ def cpu_name() -> str:
 
 def markdown(rows: list[dict[str, Any]], failed: dict[str, str], load: float) -> str:
     import torch
+    # the vector unit (AVX2 or AVX-512) changes every figure as much as the clock does, so the header names it
     lines = [f"Measured {datetime.date.today().isoformat()} with `python -m bench` on {cpu_name()} "
-             f"({os.cpu_count()} cores; 1-minute load average {load:.1f} at the start), torch "
+             f"({torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores; 1-minute load average "
+             f"{load:.1f} at the start), torch "
              f"{torch.__version__}, CPU only. "
              "Medians (and p90) over repeats after a warm-up; each tab's rows include the baseline it is "
              "compared with, measured in the same run.", "",
