@@ -70,7 +70,7 @@ def cpu_name() -> str:
 
 def markdown(rows: list[dict[str, Any]], failed: dict[str, str], load: float) -> str:
     import torch
-    # the vector unit (AVX2 or AVX-512) changes every figure as much as the clock does, so the header names it
+    # the vector unit (AVX2 or AVX-512) moves every figure, so the header names it
     lines = [f"Measured {datetime.date.today().isoformat()} with `python -m bench` on {cpu_name()} "
              f"({torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores; 1-minute load average "
              f"{load:.1f} at the start), torch "
