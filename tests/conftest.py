@@ -15,6 +15,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"  # logs of the app subprocesses (git-ignored)
+# Where the browser tests save each tab's picture: the git-ignored artifacts folder, so running the tests
+# leaves a clone clean; `SCREENSHOTS_DIR=docs/screenshots python -m pytest tests/test_browser*.py` retakes the
+# README's pictures.
+SCREENSHOTS = Path(os.environ.get("SCREENSHOTS_DIR") or ARTIFACTS / "screenshots").resolve()
 APP_START_TIMEOUT = 180  # seconds; importing torch + gradio and building every tab on a busy 2-core box
 
 
@@ -77,6 +81,12 @@ def page(browser, app_url):
     pg.wait_for_selector("[role=tab]")
     yield pg
     context.close()
+
+
+def save_screenshot(page, name: str) -> None:
+    """The whole page as ``SCREENSHOTS/<name>.png``."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def _track_requests(page) -> None:

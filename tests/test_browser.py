@@ -1,18 +1,15 @@
 """A real browser (Debian's chromium, headless, driven by Playwright) opens every tab of the app served by
-a subprocess, checks it rendered, and saves ``docs/screenshots/<tab>.png`` (the README shows them)."""
+a subprocess, checks it rendered, and saves a picture of each in ``conftest.SCREENSHOTS``
+(``SCREENSHOTS_DIR=docs/screenshots`` retakes the README's)."""
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 import demos
-from conftest import settle
-
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+from conftest import save_screenshot, settle
 
 
 def test_every_tab_renders_and_is_screenshotted(page, open_tab):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     assert page.title() == "Model zoo"
     buttons = page.locator("button[role=tab]")
     assert buttons.count() >= len(demos.TABS)
@@ -26,7 +23,7 @@ def test_every_tab_renders_and_is_screenshotted(page, open_tab):
         widgets = panel.locator("button, input, textarea, img, canvas, table, svg").count()
         assert len(text.strip()) > 20 and widgets > 0, f"tab {name!r} rendered nothing: {text!r}"
         assert "This tab failed to load" not in page.content(), f"tab {name!r} failed to load"
-        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+        save_screenshot(page, name)
 
 
 def test_about_tab_shows_every_model(page, open_tab):

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 import weights
+from conftest import save_screenshot
 from demos import caption as tab
 
 pytestmark = pytest.mark.skipif(not weights.available(tab.NAME), reason="captioner not trained yet")
@@ -31,5 +32,4 @@ def test_upload_caption_beams_and_word_attention(page, open_tab):
         "([el, src]) => { const i = el.querySelector('img'); return i && i.getAttribute('src') !== src; }",
         arg=[heat.element_handle(), before], timeout=30_000)
     assert not page.locator(".toast-body.error").count()
-    page.screenshot(path=str(Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "caption.png"),
-                    full_page=True)
+    save_screenshot(page, "caption")

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 import weights
+from conftest import save_screenshot
 from demos import classify as tab
 
 pytestmark = pytest.mark.skipif(not weights.available("compact-cifar10"), reason="compact weights not trained yet")
@@ -23,5 +24,4 @@ def test_upload_classify_and_explain(page, open_tab):
     assert max(top, key=top.get) in text.split("What the model sees")[-1]
     assert panel.locator("img").count() >= 3  # the input, the 32x32 preview, at least one heat map
     assert not page.locator(".toast-body.error").count()
-    page.screenshot(path=str(Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "classify.png"),
-                    full_page=True)
+    save_screenshot(page, "classify")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import weights
-from conftest import set_slider_number
+from conftest import save_screenshot, set_slider_number
 from demos import detect as tab
 
 pytestmark = pytest.mark.skipif(not weights.available("yolo-voc"), reason="yolo-voc not trained yet")
@@ -29,8 +29,7 @@ def test_boxes_on_an_example_photo(page, open_tab):
     detections.wait_for(state="visible")
     assert detections.evaluate("img => img.naturalWidth") > 0
     assert not page.locator(".toast-body.error").count()
-    page.screenshot(path=str(Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "detect.png"),
-                    full_page=True)
+    save_screenshot(page, "detect")
 
     set_slider_number(panel, "Score threshold", 0.95)
     coffee = next(p for p in tab.example_paths() if Path(p).stem == "coffee")  # no VOC class in it

@@ -1,10 +1,8 @@
 """The diffusion tab in a real browser: a stepped sample streams in, and the slider scrubs its steps."""
-from pathlib import Path
-
 import pytest
 
 import weights
-from conftest import set_slider_number
+from conftest import save_screenshot, set_slider_number
 
 pytestmark = pytest.mark.skipif(not weights.available("ddpm-fashion"), reason="ddpm-fashion not trained yet")
 
@@ -28,5 +26,4 @@ def test_stepped_sample_and_scrubbing(page, open_tab):
     set_slider_number(panel, "Stored step", 18)
     page.wait_for_function("el => el.innerText.includes('Step 19 of 20')", arg=panel.element_handle(),
                            timeout=60_000)
-    page.screenshot(path=str(Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "diffusion.png"),
-                    full_page=True)
+    save_screenshot(page, "diffusion")

@@ -1,14 +1,11 @@
 """The generative tab in a real browser: draw on the sketchpad and get the VAE's reconstruction, sample a grid,
 interpolate between two seeds, and click the 2-d latent map."""
-from pathlib import Path
-
 import pytest
 
 import weights
+from conftest import save_screenshot
 
 pytestmark = pytest.mark.skipif(not weights.available("vae-fashion"), reason="VAE weights not trained yet")
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "generative.png"
-
 
 def wait_for_image(page, elem_id: str, timeout: int = 90_000) -> None:
     page.wait_for_selector(f"#{elem_id} img", state="visible", timeout=timeout)
@@ -58,4 +55,4 @@ def test_sketch_reconstruction_and_interpolation(page, open_tab):
         wait_for_image(page, "gen-point")
     assert not page.locator(".toast-body.error").count()
     page.wait_for_timeout(500)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    save_screenshot(page, "generative")

@@ -1,9 +1,8 @@
 """The recommendations tab in a real browser: a new visitor picks movies and gets recommendations."""
-from pathlib import Path
-
 import pytest
 
 import weights
+from conftest import save_screenshot
 from demos import recommend as tab
 
 pytestmark = pytest.mark.skipif(not all(map(weights.available, (tab.RANKER, tab.RATER))),
@@ -33,5 +32,4 @@ def test_new_visitor_gets_recommendations(page, open_tab):
     assert all(row[1] in results for row in top)
     assert any(p in results for p in PICKS)  # the reasons cite the visitor's own picks
     assert not page.locator(".toast-body.error").count()
-    page.screenshot(path=str(Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "recommend.png"),
-                    full_page=True)
+    save_screenshot(page, "recommend")

@@ -1,10 +1,8 @@
 """The text-generation tab in a real browser: text streams into the output box, and scoring works."""
-from pathlib import Path
-
 import pytest
 
 import weights
-from conftest import set_slider_number
+from conftest import save_screenshot, set_slider_number
 from demos import textgen as tab
 
 pytestmark = pytest.mark.skipif(not any(map(weights.available, tab.MODELS.values())),
@@ -23,7 +21,7 @@ def test_generation_streams_in_the_browser(page, open_tab):
     page.wait_for_function("el => el.value.length >= 7 + 600", arg=output.element_handle(), timeout=120_000)
     final = output.input_value()
     assert first < len(final) and final.startswith("ROMEO:\n")
-    page.screenshot(path=str(Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "textgen.png"), full_page=True)
+    save_screenshot(page, "textgen")
 
     panel.get_by_role("button", name="Score text").click()
     page.wait_for_selector("text=Perplexity", timeout=60_000)
