@@ -21,8 +21,8 @@ def test_generation_streams_in_the_browser(page, open_tab):
     page.wait_for_function("el => el.value.length >= 7 + 600", arg=output.element_handle(), timeout=120_000)
     final = output.input_value()
     assert first < len(final) and final.startswith("ROMEO:\n")
-    save_screenshot(page, "textgen")
 
     panel.get_by_role("button", name="Score text").click()
     page.wait_for_selector("text=Perplexity", timeout=60_000)
     assert "bits per character" in panel.inner_text()
+    save_screenshot(page, "textgen")  # the generated text and the scored one
