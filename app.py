@@ -35,6 +35,17 @@ def build_app() -> gr.Blocks:
     return app
 
 
+def tabs_css() -> str:
+    """The ``CSS`` of every tab module that has one (gradio takes it at launch)."""
+    css = []
+    for name in demos.TABS:
+        try:
+            css.append(getattr(importlib.import_module(f"demos.{name}"), "CSS", ""))
+        except Exception:  # build_app already showed this tab's error
+            pass
+    return "\n".join(c for c in css if c)
+
+
 def main(argv: list[str] | None = None) -> None:
     on_spaces = bool(os.environ.get("SPACE_ID"))
     parser = argparse.ArgumentParser(description=__doc__)
@@ -48,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     app = build_app()
     app.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=64)
     app.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_FILE_SIZE,
-               show_error=True)
+               show_error=True, css=tabs_css())
 
 
 if __name__ == "__main__":

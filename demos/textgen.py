@@ -15,11 +15,22 @@ TITLE = "Text generation"
 MODELS = {"GPT": "gpt-shakespeare", "LSTM": "lstm-shakespeare"}
 LIMITS = {"temperature": (0.0, 3.0), "top_k": (0, 1000), "top_p": (0.01, 1.0), "max_new_tokens": (1, 2000)}
 MAX_SCORE_CHARS = 20_000
+# The surprisal reads as text: gradio's per-character tokens flow inline (not as flex items, so a newline
+# breaks the line) without padding or gaps (font-size 0 hides the whitespace between their spans), in
+# monospace so that spaces keep their width; each character's span takes its token's colour.
+CSS = """
+#surprisal .textfield { display: block; }
+#surprisal .token-container, #surprisal .token { display: inline; margin: 0; padding: 0; font-size: 0; }
+#surprisal .token .text { font-family: var(--font-mono); font-size: var(--text-lg); white-space: pre-wrap;
+                          background-color: inherit; }
+"""
 
 
 def default_model() -> str:
     """GPT, unless only the LSTM's weights are present."""
     return next((label for label, name in MODELS.items() if weights.available(name)), "GPT")
+
+
 EXAMPLES = [["ROMEO:\n", 0.8, 0, 0.95, 300, 1], ["First Citizen:\nBefore we proceed", 0.6, 20, 1.0, 300, 7],
             ["KING HENRY:\nNow", 1.0, 0, 0.9, 400, 42], ["", 0.0, 0, 1.0, 200, 0]]
 
@@ -127,7 +138,7 @@ def build() -> None:
                                 lines=3)
         score = gr.Button("Score text")
         heat = gr.HighlightedText(label="Surprisal (darker = more bits)", combine_adjacent=False,
-                                  show_legend=False)
+                                  show_legend=False, elem_id="surprisal")
         summary = gr.Markdown()
     event = run.click(generate, [prompt, temperature, top_k, top_p, max_new, seed, model_choice], output,
                       api_name="generate", concurrency_limit=2, concurrency_id="textgen")

@@ -62,6 +62,7 @@ def test_cli_host_and_port(monkeypatch, argv, host, port):
     app.main(argv)
     assert (launched["server_name"], launched["server_port"]) == (host, port)
     assert launched["queue"]["default_concurrency_limit"] == app.DEFAULT_CONCURRENCY
+    assert "#surprisal" in launched["css"]  # the tabs' own CSS (text generation's) reaches gradio
 
 
 def test_cli_env_and_spaces_defaults(monkeypatch):

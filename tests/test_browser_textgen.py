@@ -25,4 +25,6 @@ def test_generation_streams_in_the_browser(page, open_tab):
     panel.get_by_role("button", name="Score text").click()
     page.wait_for_selector("text=Perplexity", timeout=60_000)
     assert "bits per character" in panel.inner_text()
+    # the tab's CSS reached the page: the scored characters flow as text, without gaps (see textgen.CSS)
+    assert page.eval_on_selector("#surprisal .token", "el => getComputedStyle(el).fontSize") == "0px"
     save_screenshot(page, "textgen")  # the generated text and the scored one
