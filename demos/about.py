@@ -29,6 +29,7 @@ def build() -> None:
         "PyTorch and trains from scratch. Each model's card in `weights/<name>/README.md` states the "
         "metric measured on its test split and the exact command that reproduced it.")
     table = gr.Dataframe(value=model_table(), headers=["model", "what", "status", "measured"],
-                         interactive=False, wrap=True)
+                         interactive=False, wrap=True, column_widths=["15%", "25%", "8%", "52%"],
+                         max_height=2000)  # every model's metrics readable without scrolling the table
     refresh = gr.Button("Refresh", size="sm")
     refresh.click(model_table, outputs=table, api_name="about_models")
