@@ -7,6 +7,7 @@ from conftest import save_screenshot
 
 pytestmark = pytest.mark.skipif(not weights.available("vae-fashion"), reason="VAE weights not trained yet")
 
+
 def wait_for_image(page, elem_id: str, timeout: int = 90_000) -> None:
     page.wait_for_selector(f"#{elem_id} img", state="visible", timeout=timeout)
 
