@@ -9,11 +9,12 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 import weights
 from demos.common import ImageInput, load_model, to_rgb, weights_status
 from models.classify import explain, tta_logits
+from training.classify import fit_input
 
 TITLE = "Classification"
 MODELS = {"Compact net": "compact-cifar10", "ResNet-18": "resnet18-cifar10", "ViT": "vit-cifar10"}
@@ -26,12 +27,13 @@ EXAMPLES_DIR = Path(__file__).resolve().parent / "examples" / "classify"
 
 
 def prepare(image: Any) -> tuple[Image.Image, torch.Tensor]:
-    """Any image (path or PIL, any mode and size) -> the 32x32 RGB image the models see (center square
-    crop, then a bicubic, anti-aliased resize) and its (1, 3, 32, 32) float tensor in [0, 1]."""
+    """Any image (path or PIL, any mode and size) -> the 32x32 RGB image the models see
+    (``training.classify.fit_input``: a center crop halfway to a square, then a bicubic, anti-aliased resize)
+    and its (1, 3, 32, 32) float tensor in [0, 1]."""
     rgb = to_rgb(image)
     if min(rgb.size) < 1:
         raise gr.Error("The image is empty.")
-    small = ImageOps.fit(rgb, (INPUT_SIZE, INPUT_SIZE), Image.BICUBIC)
+    small = fit_input(rgb, INPUT_SIZE)
     x = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255).permute(2, 0, 1)[None]
     return small, x
 
@@ -88,18 +90,20 @@ def classify(image: Any, choice: str = COMPARE) -> list[Any]:
 
 
 def example_paths() -> list[str]:
-    return sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
+    return sorted(str(p) for p in EXAMPLES_DIR.iterdir() if p.suffix in (".png", ".jpg"))
 
 
 def build() -> None:
     status = weights_status(*MODELS.values())
     if status:
         gr.Markdown(status)
-    gr.Markdown("Upload any photo: it is center-cropped and shrunk to the 32x32 pixels the CIFAR-10 models "
-                "were trained on (preview below). Each model shows its top-5 of the ten classes "
-                "(airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck) and where it looked: "
-                "Grad-CAM for the conv nets, attention rollout for the ViT. The probabilities average the "
-                "mirrored and 1-pixel-shifted views each model's measured accuracy uses (About tab).")
+    gr.Markdown("Upload any photo of one subject: its longer side is cropped halfway to a square and the rest "
+                "shrunk to the 32x32 pixels the CIFAR-10 models were trained on (preview below). Each model shows "
+                "its top-5 of the ten classes (airplane, automobile, bird, cat, deer, dog, frog, horse, ship, "
+                "truck) and where it looked: Grad-CAM for the conv nets, attention rollout for the ViT. The "
+                "probabilities average the mirrored and 1-pixel-shifted views each model's measured accuracy "
+                "uses. Photos are harder than CIFAR-10's own images: the About tab has each model's accuracy on "
+                "both (`accuracy_voc_photos`: real photos from PASCAL VOC).")
     with gr.Row():
         with gr.Column(scale=1):
             image = ImageInput(type="filepath", label="Image", image_mode=None, sources=["upload", "clipboard"])
@@ -118,8 +122,9 @@ def build() -> None:
     outputs = [preview, *columns, notes]
     examples = example_paths()
     if examples:
-        gr.Examples([[p, COMPARE] for p in examples], [image, choice], label="Examples (drawn by this project)",
-                    fn=classify, outputs=outputs, cache_examples=False, api_name="classify_example")
+        gr.Examples([[p, COMPARE] for p in examples], [image, choice],
+                    label="Examples (drawn by this project, and a CC0 photo from scikit-image)", fn=classify,
+                    outputs=outputs, cache_examples=False, api_name="classify_example")
     # One queue group for both events: at most 2 classifications at once (3 models each), so a burst of
     # uploads neither starves the other tabs' groups nor oversubscribes the CPU.
     run.click(classify, [image, choice], outputs, api_name="classify", concurrency_limit=2,

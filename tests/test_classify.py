@@ -16,8 +16,8 @@ import weights
 from demos import classify as tab
 from models.classify import (CompactNet, CompactNetConfig, ResNet, ResNetConfig, ViT, ViTConfig,
                              attention_rollout, grad_cam, tta_logits)
-from training.classify import (BATCH_MIXES, Augmented, Lookahead, accuracy_report, build_model, export, load_folder, parse_model_config,
-                              predict, read_folder, run_exported)
+from training.classify import (BATCH_MIXES, Augmented, Lookahead, accuracy_report, build_model, export, fit_input,
+                              load_folder, parse_model_config, predict, read_folder, run_exported)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORT_ATOL = 1e-4  # max |logit difference| allowed between PyTorch and TorchScript / onnxruntime (fp32)
@@ -245,6 +245,30 @@ def test_export_matches_pytorch(tmp_path, kind, fmt):
     assert (run_exported(path, x) - expected).abs().max() < EXPORT_ATOL
 
 
+@pytest.mark.parametrize("wide", [True, False])
+def test_fit_input_crops_the_longer_side_halfway(wide):
+    # a 256x64 ramp whose value is the x coordinate: fit_input keeps x in [48, 208) (the longer side cropped from
+    # 256 halfway to 64, i.e. to 160), so the 32 output columns sample 50.5, 55.5, ..., 205.5 (bicubic is exact
+    # on a ramp); a square crop would keep 96..160, squashing 0..256
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (64, 1))
+    image = Image.fromarray(np.stack([ramp] * 3, -1) if wide else np.stack([ramp.T] * 3, -1))
+    out = np.asarray(fit_input(image), dtype=np.float64)[..., 0]
+    profile = out[16] if wide else out[:, 16]
+    assert out.shape == (32, 32)
+    assert np.abs(profile - (48 + 5 * (np.arange(32) + 0.5))).max() < 1.5
+    small_image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    assert np.array_equal(np.asarray(fit_input(small_image)), np.asarray(small_image))  # CIFAR-sized: untouched
+
+
+def test_evaluate_sees_photos_as_the_tab_does(tmp_path):
+    (tmp_path / "horse").mkdir()
+    photo = Image.fromarray(np.random.default_rng(1).integers(0, 255, (90, 160, 3), dtype=np.uint8))
+    photo.save(tmp_path / "horse" / "a.png")
+    images, _ = read_folder(tmp_path)
+    _, x = tab.prepare(str(tmp_path / "horse" / "a.png"))
+    assert torch.equal(images[0], (x[0] * 255).round().to(torch.uint8))
+
+
 def test_read_folder_any_size_and_mode(tmp_path):
     (tmp_path / "cat").mkdir()
     (tmp_path / "ship").mkdir()
@@ -258,6 +282,50 @@ def test_read_folder_any_size_and_mode(tmp_path):
     (tmp_path / "zebra").mkdir()
     with pytest.raises(ValueError, match="zebra"):
         read_folder(tmp_path)
+
+
+def fake_voc(root: Path, images: dict[str, list[tuple[str, tuple[int, int, int, int], str]]]) -> None:
+    """A VOC2007 trainval tree of 200x100 images: {id: [(class, (xmin, ymin, xmax, ymax) 1-based, flags)]}."""
+    voc = root / "VOCdevkit" / "VOC2007"
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (voc / sub).mkdir(parents=True)
+    for stem, objects in images.items():
+        Image.new("RGB", (200, 100), (90, 120, 200)).save(voc / "JPEGImages" / f"{stem}.jpg")
+        xml = "".join(f"<object><name>{name}</name><truncated>{int('t' in flags)}</truncated>"
+                      f"<difficult>{int('d' in flags)}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+                      f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for name, b, flags in objects)
+        (voc / "Annotations" / f"{stem}.xml").write_text(
+            f"<annotation><filename>{stem}.jpg</filename><size><width>200</width><height>100</height>"
+            f"<depth>3</depth></size>{xml}</annotation>")
+    (voc / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(images) + "\n")
+
+
+def test_voc_photos_cli(tmp_path):
+    fake_voc(tmp_path, {
+        "000001": [("cat", (21, 11, 120, 90), "")],                          # a photo and an object
+        "000002": [("car", (11, 11, 70, 50), ""), ("person", (100, 1, 140, 99), "")],  # two objects: no photo
+        "000003": [("dog", (1, 1, 150, 100), "d")],                          # difficult: neither
+        "000004": [("boat", (1, 1, 200, 80), "t")],                          # truncated: a photo, no object
+        "000005": [("bird", (1, 1, 20, 20), "")],                            # small: neither
+    })
+    out = tmp_path / "out"
+    run = [sys.executable, "-m", "training.photos", "--out", str(out), "--data", str(tmp_path)]
+    result = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["photos"] == {"total": 2, "cat": 1, "ship": 1}
+    assert report["objects"] == {"total": 2, "automobile": 1, "cat": 1}
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*")) == [
+        "objects/automobile/000002_0.png", "objects/cat/000001_0.png",
+        "photos/cat/000001.jpg", "photos/ship/000004.jpg"]
+    # the cat's box is x 20..120, y 10..90 (0-based); with a 10% margin each side, 120 x 96 pixels
+    assert Image.open(out / "objects" / "cat" / "000001_0.png").size == (120, 96)
+    _, labels = read_folder(out / "photos")
+    assert labels.tolist() == [3, 8]  # cat, ship: readable by ``training.classify evaluate --data``
+    bad = subprocess.run(run + ["--margin", "-1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--margin" in bad.stderr and "Traceback" not in bad.stderr
+    bad = subprocess.run(run[:-1] + [str(tmp_path / "nowhere")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no VOC2007 'trainval' split" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_evaluate_and_export_cli(tmp_path):
@@ -410,6 +478,7 @@ def test_examples_are_bundled():
     assert len(paths) >= 4
     modes = {Image.open(p).mode for p in paths}
     assert len(modes) >= 3  # RGB plus others the tab must convert
+    assert any(Image.open(p).width != Image.open(p).height for p in paths)  # a real photo, not square
 
 
 @pytest.fixture
@@ -465,7 +534,8 @@ def test_tab_corrupt_weights_is_a_clear_error(random_zoo):
 
 
 SHIPPED = [("Compact net", "compact", 0.8), ("ResNet-18", "resnet18", 0.85), ("ViT", "vit", 0.7)]
-CIFAR_TEST = ROOT.parent / "shared" / "datasets" / "cifar10-jpg" / "test"
+SHARED_DATA = ROOT.parent / "shared" / "datasets"
+CIFAR_TEST = SHARED_DATA / "cifar10-jpg" / "test"
 
 
 @pytest.mark.parametrize("label,kind,floor", SHIPPED)
@@ -480,8 +550,9 @@ def test_shipped_weights_classify_examples(label, kind, floor):
     finally:
         weights._cache.clear()
         weights._cache.update(monkey)
-    for top5 in labels.values():
+    for stem, top5 in labels.items():
         assert len(top5) == 5 and all(0 <= v <= 1 for v in top5.values())
+        assert max(top5, key=top5.get) == stem  # each example is named after its class, the cat photo included
     assert weights.card_metrics(name)["accuracy"] > floor
 
 
@@ -505,3 +576,26 @@ def test_shipped_accuracy_matches_card(label, kind, floor):
     model = weights.load(name).to(memory_format=torch.channels_last)
     acc = accuracy_report(predict(model, images, tta=0), labels, model.classes)["accuracy"]
     assert abs(acc - weights.card_metrics(name)["accuracy_no_tta"]) < 0.003  # fp16-stored weights
+
+
+@pytest.fixture(scope="module")
+def voc_photos(tmp_path_factory) -> Path:
+    from training.detect import voc_dataset
+    from training.photos import write_photos
+    if not (SHARED_DATA / "VOCdevkit" / "VOC2007" / "Annotations").is_dir():
+        pytest.skip("needs VOC2007 in ../shared/datasets")
+    out = tmp_path_factory.mktemp("voc-photos")
+    write_photos(voc_dataset(SHARED_DATA, "trainval"), out)
+    return out / "photos"
+
+
+@pytest.mark.parametrize("label,kind,floor", SHIPPED)
+def test_shipped_accuracy_on_real_photos_matches_card(label, kind, floor, voc_photos):
+    """The card's accuracy on real photos (``training.photos``), with the tab's preprocessing and views."""
+    name = tab.MODELS[label]
+    if not weights.available(name):
+        pytest.skip(f"{name} weights not shipped")
+    images, labels = read_folder(voc_photos)
+    model = weights.load(name).to(memory_format=torch.channels_last)
+    acc = accuracy_report(predict(model, images, tta=tab.TTA[name]), labels, model.classes)["accuracy"]
+    assert abs(acc - weights.card_metrics(name)["accuracy_voc_photos"]) < 0.003

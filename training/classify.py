@@ -2,6 +2,7 @@
 
     python -m training.classify --model compact        # ~22 min on 2 CPU threads (bf16); shipped: --epochs 15.5 --val-size 0 --flip alternate
     python -m training.classify evaluate --weights weights/compact-cifar10 --data ../shared/datasets/cifar10-jpg/test
+    python -m training.classify evaluate --weights weights/compact-cifar10 --data data_cache/voc-photos/photos --tta 2  # photos: training.photos
     python -m training.classify export --weights weights/compact-cifar10 --format onnx
     python -m training.classify average --weights weights/vit-cifar10 checkpoints/classify-vit/best.pt --out soup
 """
@@ -36,11 +37,27 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 # --------------------------------------------------------------------------- data
 
+def fit_input(image: Image.Image, size: int = 32) -> Image.Image:
+    """A photo of any size -> the ``size`` x ``size`` image the classifiers see (the Classification tab's and
+    ``evaluate --data``'s view): the longer side is center-cropped halfway to a square (a 16:9 photo keeps a
+    1.39:1 window), then the window is shrunk with bicubic anti-aliasing, squashing the aspect ratio that is left.
+
+    Chosen on real photos (``training.photos``: VOC objects and single-subject photos, odd image ids; the card of
+    each classifier has the figures): a square center crop cuts off the ends of wide subjects (airplanes, ships,
+    cars), squashing the whole photo distorts them, and padding to a square shrinks them.
+    """
+    w, h = image.size
+    side = min(w, h)
+    cw, ch = (w + side) // 2, (h + side) // 2
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return image.resize((size, size), Image.BICUBIC, box=(left, top, left + cw, top + ch))
+
+
 def read_folder(folder: str | Path, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """An ImageFolder tree with CIFAR-10 class subfolders -> (N,3,size,size) uint8 images, (N,) labels.
 
-    Any image size or mode is accepted (resized to ``size`` x ``size``, converted to RGB); subfolders that
-    are not CIFAR-10 classes are an error, missing classes are allowed.
+    Any image size or mode is accepted (converted to RGB, then ``fit_input``); subfolders that are not
+    CIFAR-10 classes are an error, missing classes are allowed.
     """
     from torchvision.datasets import ImageFolder
     folder = Path(folder)
@@ -55,10 +72,7 @@ def read_folder(folder: str | Path, size: int = 32) -> tuple[torch.Tensor, torch
     labels = torch.empty(len(data.samples), dtype=torch.long)
     for i, (path, target) in enumerate(data.samples):
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BICUBIC)
-            images[i] = np.asarray(im)
+            images[i] = np.asarray(fit_input(im.convert("RGB"), size))
         labels[i] = CLASSES.index(data.classes[target])
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
 

@@ -1,0 +1,105 @@
+"""Real photos for the CIFAR-10 classifiers, cut from PASCAL VOC: how the Classification tab does on the kind of
+photo a user uploads, far from CIFAR-10's 32x32 thumbnails.
+
+    python -m training.photos --out data_cache/voc-photos            # VOC2007 trainval from ../shared/datasets
+    python -m training.classify evaluate --weights weights/resnet18-cifar10 --data data_cache/voc-photos/photos --tta 2
+
+Seven VOC classes are CIFAR-10 classes (aeroplane, car, bird, boat, cat, dog, horse). Two ImageFolder trees with
+CIFAR-10 class names are written, which ``training.classify evaluate --data`` reads like any folder of photos:
+
+- ``photos/``: whole images (copied as they are) with exactly one annotated object, not ``difficult``, of those
+  classes, whose box covers at least ``--min-area`` of the image: ordinary photos of one subject;
+- ``objects/``: every object of those classes that is neither ``difficult`` nor truncated and whose box is at
+  least ``--min-side`` pixels a side, cut out with a ``--margin`` of its size on each side (PNG).
+
+None of the classifiers saw VOC; the detector trains on VOC2007 ``train``, which does not matter here.
+``--data`` is the folder holding ``VOCdevkit/`` or a ``VOCdevkit/VOC20xx`` folder (see ``training.detect``).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from training.common import fail, print_json
+from training.detect import voc_dataset
+
+VOC_TO_CIFAR = {"aeroplane": "airplane", "car": "automobile", "bird": "bird", "boat": "ship", "cat": "cat",
+                "dog": "dog", "horse": "horse"}
+
+
+def objects_of(annotation: dict[str, Any]) -> list[dict[str, Any]]:
+    """VOCDetection's annotation dict -> [{name, box (x0, y0, x1, y1) 0-based pixels, difficult, truncated}]."""
+    objects = annotation["annotation"].get("object", [])
+    if isinstance(objects, dict):
+        objects = [objects]
+    return [{"name": o["name"].strip(),
+             "box": (float(o["bndbox"]["xmin"]) - 1, float(o["bndbox"]["ymin"]) - 1,
+                     float(o["bndbox"]["xmax"]), float(o["bndbox"]["ymax"])),
+             "difficult": str(o.get("difficult", "0")).strip() == "1",
+             "truncated": str(o.get("truncated", "0")).strip() == "1"} for o in objects]
+
+
+def write_photos(dataset, out: str | Path, min_area: float = 0.2, min_side: int = 32,
+                 margin: float = 0.1) -> dict[str, dict[str, int]]:
+    """Write ``out/photos/<class>/`` and ``out/objects/<class>/`` from a VOCDetection dataset; the counts."""
+    import xml.etree.ElementTree as ET
+    out = Path(out)
+    for tree in ("photos", "objects"):
+        shutil.rmtree(out / tree, ignore_errors=True)  # a rerun with other settings leaves nothing stale
+    counts: dict[str, dict[str, int]] = {"photos": {}, "objects": {}}
+
+    def save(tree: str, cls: str) -> Path:
+        (out / tree / cls).mkdir(parents=True, exist_ok=True)
+        counts[tree][cls] = counts[tree].get(cls, 0) + 1
+        return out / tree / cls
+
+    for image_path, xml_path in tqdm(list(zip(dataset.images, dataset.annotations)), desc="VOC", unit="image"):
+        stem = Path(image_path).stem
+        objects = objects_of(dataset.parse_voc_xml(ET.parse(xml_path).getroot()))
+        with Image.open(image_path) as image:
+            image = image.convert("RGB")
+            width, height = image.size
+            if len(objects) == 1 and objects[0]["name"] in VOC_TO_CIFAR and not objects[0]["difficult"]:
+                x0, y0, x1, y1 = objects[0]["box"]
+                if (x1 - x0) * (y1 - y0) >= min_area * width * height:
+                    shutil.copyfile(image_path, save("photos", VOC_TO_CIFAR[objects[0]["name"]]) / f"{stem}.jpg")
+            for k, o in enumerate(objects):
+                x0, y0, x1, y1 = o["box"]
+                w, h = x1 - x0, y1 - y0
+                if o["name"] not in VOC_TO_CIFAR or o["difficult"] or o["truncated"] or min(w, h) < min_side:
+                    continue
+                box = (max(0, x0 - margin * w), max(0, y0 - margin * h),
+                       min(width, x1 + margin * w), min(height, y1 + margin * h))
+                image.crop(tuple(round(v) for v in box)).save(
+                    save("objects", VOC_TO_CIFAR[o["name"]]) / f"{stem}_{k}.png")
+    return {tree: dict(sorted(c.items())) for tree, c in counts.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="folder to write photos/ and objects/ into")
+    p.add_argument("--data", default=None, help="folder holding VOCdevkit/ (default ../shared/datasets)")
+    p.add_argument("--year", default="2007")
+    p.add_argument("--split", default="trainval")
+    p.add_argument("--min-area", type=float, default=0.2, help="photos/: the subject's box / the image")
+    p.add_argument("--min-side", type=int, default=32, help="objects/: the shorter box side, pixels")
+    p.add_argument("--margin", type=float, default=0.1, help="objects/: context kept around the box")
+    args = p.parse_args(argv)
+    if not 0 <= args.min_area <= 1 or args.min_side < 1 or args.margin < 0:
+        fail("need 0 <= --min-area <= 1, --min-side >= 1 and --margin >= 0")
+    try:
+        dataset = voc_dataset(args.data, args.split, args.year)
+    except FileNotFoundError as e:
+        fail(str(e))
+    counts = write_photos(dataset, args.out, args.min_area, args.min_side, args.margin)
+    print_json({"out": str(args.out), "split": f"VOC{args.year} {args.split}",
+                **{tree: {"total": sum(c.values()), **c} for tree, c in counts.items()}})
+
+
+if __name__ == "__main__":
+    main()
