@@ -66,19 +66,24 @@ def voc_dataset(data: str | Path | None, split: str, year: str = "2007"):
         raise FileNotFoundError(f"no VOC{year} {split!r} split under {root}/VOCdevkit: {e}") from e
 
 
-def parse_target(annotation: dict[str, Any], classes: list[str] = VOC_CLASSES) -> dict[str, torch.Tensor]:
-    """VOCDetection's annotation dict -> boxes (G, 4) xyxy pixels (0-based), labels (G,), difficult (G,)."""
+def voc_objects(annotation: dict[str, Any]) -> list[dict[str, Any]]:
+    """VOCDetection's annotation dict -> [{name, box (x0, y0, x1, y1) 0-based pixels, difficult, truncated}]."""
     objects = annotation["annotation"].get("object", [])
     if isinstance(objects, dict):
         objects = [objects]
-    boxes, labels, difficult = [], [], []
-    for o in objects:
-        b = o["bndbox"]
-        boxes.append([float(b["xmin"]) - 1, float(b["ymin"]) - 1, float(b["xmax"]), float(b["ymax"])])
-        labels.append(classes.index(o["name"].strip()))
-        difficult.append(str(o.get("difficult", "0")).strip() == "1")
-    return {"boxes": torch.tensor(boxes, dtype=torch.float).reshape(-1, 4),
-            "labels": torch.tensor(labels, dtype=torch.long), "difficult": torch.tensor(difficult, dtype=torch.bool)}
+    return [{"name": o["name"].strip(),
+             "box": (float(o["bndbox"]["xmin"]) - 1, float(o["bndbox"]["ymin"]) - 1,
+                     float(o["bndbox"]["xmax"]), float(o["bndbox"]["ymax"])),
+             "difficult": str(o.get("difficult", "0")).strip() == "1",
+             "truncated": str(o.get("truncated", "0")).strip() == "1"} for o in objects]
+
+
+def parse_target(annotation: dict[str, Any], classes: list[str] = VOC_CLASSES) -> dict[str, torch.Tensor]:
+    """VOCDetection's annotation dict -> boxes (G, 4) xyxy pixels (0-based), labels (G,), difficult (G,)."""
+    objects = voc_objects(annotation)
+    return {"boxes": torch.tensor([o["box"] for o in objects], dtype=torch.float).reshape(-1, 4),
+            "labels": torch.tensor([classes.index(o["name"]) for o in objects], dtype=torch.long),
+            "difficult": torch.tensor([o["difficult"] for o in objects], dtype=torch.bool)}
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:

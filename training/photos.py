@@ -19,35 +19,22 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 from tqdm.auto import tqdm
 
 from training.common import fail, print_json
-from training.detect import voc_dataset
+from training.detect import voc_dataset, voc_objects
 
 VOC_TO_CIFAR = {"aeroplane": "airplane", "car": "automobile", "bird": "bird", "boat": "ship", "cat": "cat",
                 "dog": "dog", "horse": "horse"}
 
 
-def objects_of(annotation: dict[str, Any]) -> list[dict[str, Any]]:
-    """VOCDetection's annotation dict -> [{name, box (x0, y0, x1, y1) 0-based pixels, difficult, truncated}]."""
-    objects = annotation["annotation"].get("object", [])
-    if isinstance(objects, dict):
-        objects = [objects]
-    return [{"name": o["name"].strip(),
-             "box": (float(o["bndbox"]["xmin"]) - 1, float(o["bndbox"]["ymin"]) - 1,
-                     float(o["bndbox"]["xmax"]), float(o["bndbox"]["ymax"])),
-             "difficult": str(o.get("difficult", "0")).strip() == "1",
-             "truncated": str(o.get("truncated", "0")).strip() == "1"} for o in objects]
-
-
 def write_photos(dataset, out: str | Path, min_area: float = 0.2, min_side: int = 32,
                  margin: float = 0.1) -> dict[str, dict[str, int]]:
     """Write ``out/photos/<class>/`` and ``out/objects/<class>/`` from a VOCDetection dataset; the counts."""
-    import xml.etree.ElementTree as ET
     out = Path(out)
     for tree in ("photos", "objects"):
         shutil.rmtree(out / tree, ignore_errors=True)  # a rerun with other settings leaves nothing stale
@@ -60,7 +47,7 @@ def write_photos(dataset, out: str | Path, min_area: float = 0.2, min_side: int 
 
     for image_path, xml_path in tqdm(list(zip(dataset.images, dataset.annotations)), desc="VOC", unit="image"):
         stem = Path(image_path).stem
-        objects = objects_of(dataset.parse_voc_xml(ET.parse(xml_path).getroot()))
+        objects = voc_objects(dataset.parse_voc_xml(ET.parse(xml_path).getroot()))
         with Image.open(image_path) as image:
             image = image.convert("RGB")
             width, height = image.size
