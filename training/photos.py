@@ -48,6 +48,8 @@ def write_photos(dataset, out: str | Path, min_area: float = 0.2, min_side: int 
     for image_path, xml_path in tqdm(list(zip(dataset.images, dataset.annotations)), desc="VOC", unit="image"):
         stem = Path(image_path).stem
         objects = voc_objects(dataset.parse_voc_xml(ET.parse(xml_path).getroot()))
+        if not any(o["name"] in VOC_TO_CIFAR for o in objects):
+            continue  # nothing of the seven classes: no need to decode the image
         with Image.open(image_path) as image:
             image = image.convert("RGB")
             width, height = image.size
