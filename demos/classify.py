@@ -14,7 +14,7 @@ from PIL import Image
 import weights
 from demos.common import ImageInput, load_model, to_rgb, weights_status
 from models.classify import explain, tta_logits
-from training.classify import fit_input
+from training.classify import fit_input, frame_subject
 
 TITLE = "Classification"
 MODELS = {"Compact net": "compact-cifar10", "ResNet-18": "resnet18-cifar10", "ViT": "vit-cifar10"}
@@ -24,6 +24,7 @@ COMPARE = "Compare all"
 INPUT_SIZE = 32
 VIEW_SIZE = 160  # preview / heat-map display size (nearest-neighbour upscaled)
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples" / "classify"
+DETECTOR = "yolo-voc"  # frames the subject before classifying (training.classify.frame_subject)
 
 
 def prepare(image: Any) -> tuple[Image.Image, torch.Tensor]:
@@ -36,6 +37,21 @@ def prepare(image: Any) -> tuple[Image.Image, torch.Tensor]:
     small = fit_input(rgb, INPUT_SIZE)
     x = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255).permute(2, 0, 1)[None]
     return small, x
+
+
+def frame_photo(rgb: Image.Image) -> tuple[Image.Image, str]:
+    """``training.classify.frame_subject`` with the Detection tab's model, and a note saying what was framed; the
+    whole photo, and a note why, when the detector finds nothing or is missing."""
+    if min(rgb.size) < 1:
+        raise gr.Error("The image is empty.")
+    try:
+        weights.resolve(DETECTOR)
+    except weights.WeightsError as e:
+        return rgb, f"Not framed (the detector is unavailable: {e}); the whole photo is classified."
+    crop, found = frame_subject(rgb, load_model(DETECTOR))
+    if found is None:
+        return rgb, "The detector found no object to frame: the whole photo is classified."
+    return crop, f"Framed on the detector's *{found[0]}* (score {found[1]:.2f}), {crop.width}x{crop.height} px."
 
 
 def heat_overlay(small: Image.Image, cam: torch.Tensor, alpha: float = 0.5) -> Image.Image:
@@ -66,14 +82,18 @@ def predict_one(name: str, x: torch.Tensor, small: Image.Image) -> tuple[dict[st
     return labels, heat_overlay(small, cam)
 
 
-def classify(image: Any, choice: str = COMPARE) -> list[Any]:
+def classify(image: Any, choice: str = COMPARE, frame: bool = True) -> list[Any]:
     """[preview, label, heat map] x 3 models, and a notes string. One model: only its column is filled
-    (its missing weights are an error); "Compare all": every model that has weights, the others noted."""
+    (its missing weights are an error); "Compare all": every model that has weights, the others noted.
+    ``frame``: classify the subject the detector finds (``frame_photo``) rather than the whole photo."""
     if choice != COMPARE and choice not in MODELS:
         raise gr.Error(f"Unknown model {choice!r}: choose one of {', '.join(MODELS)} or {COMPARE}.")
+    notes = []
+    if frame:
+        image, note = frame_photo(to_rgb(image))
+        notes.append(note)
     small, x = prepare(image)
     outputs: list[Any] = [small.resize((VIEW_SIZE, VIEW_SIZE), Image.NEAREST)]
-    notes = []
     for title, name in MODELS.items():
         if choice not in (COMPARE, title):
             outputs += [None, None]
@@ -108,6 +128,7 @@ def build() -> None:
         with gr.Column(scale=1):
             image = ImageInput(type="filepath", label="Image", image_mode=None, sources=["upload", "clipboard"])
             choice = gr.Radio([COMPARE, *MODELS], value=COMPARE, label="Model")
+            framing = gr.Checkbox(value=True, label="Frame the subject first (the Detection tab's model finds it)")
             run = gr.Button("Classify", variant="primary")
             preview = gr.Image(label="What the model sees (32x32)", interactive=False, height=VIEW_SIZE)
         with gr.Column(scale=3):
@@ -122,12 +143,12 @@ def build() -> None:
     outputs = [preview, *columns, notes]
     examples = example_paths()
     if examples:
-        gr.Examples([[p, COMPARE] for p in examples], [image, choice],
+        gr.Examples([[p, COMPARE, True] for p in examples], [image, choice, framing],
                     label="Examples (drawn by this project, and a CC0 photo from scikit-image)", fn=classify,
                     outputs=outputs, cache_examples=False, api_name="classify_example")
     # One queue group for both events: at most 2 classifications at once (3 models each), so a burst of
     # uploads neither starves the other tabs' groups nor oversubscribes the CPU.
-    run.click(classify, [image, choice], outputs, api_name="classify", concurrency_limit=2,
+    run.click(classify, [image, choice, framing], outputs, api_name="classify", concurrency_limit=2,
               concurrency_id="classify")
-    image.upload(classify, [image, choice], outputs, api_name="classify_upload", concurrency_limit=2,
+    image.upload(classify, [image, choice, framing], outputs, api_name="classify_upload", concurrency_limit=2,
                  concurrency_id="classify")

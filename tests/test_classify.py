@@ -345,6 +345,8 @@ def test_evaluate_and_export_cli(tmp_path):
     assert out["n"] == 4 and 0 <= out["accuracy"] <= 1 and set(out["per_class_accuracy"]) == {"frog", "truck"}
     r = run("evaluate", "--weights", str(tmp_path / "missing"), "--data", str(data))
     assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
+    r = run("evaluate", "--weights", str(tmp_path / "w"), "--data", str(data), "--frame", str(tmp_path / "w"))
+    assert r.returncode == 2 and "is not a detector's weights folder" in r.stderr and "Traceback" not in r.stderr
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     r = run("export", "--weights", str(tmp_path / "w"), "--format", "onnx", "--out", str(tmp_path / "m.onnx"))
@@ -516,6 +518,7 @@ def test_tab_compare_all_skips_missing_models(random_zoo):
         assert len(label) == 5 and abs(sum(label.values()) - 1) < 1 and heat.size == (tab.VIEW_SIZE,) * 2
     assert resnet_label is None and resnet_heat is None
     assert "ResNet-18" in notes and "python -m training.classify" in notes
+    assert "Not framed (the detector is unavailable" in notes  # no yolo-voc in this zoo: the whole photo
 
 
 def test_tab_single_model(random_zoo):
@@ -554,6 +557,27 @@ def test_shipped_weights_classify_examples(label, kind, floor):
         assert len(top5) == 5 and all(0 <= v <= 1 for v in top5.values())
         assert max(top5, key=top5.get) == stem  # each example is named after its class, the cat photo included
     assert weights.card_metrics(name)["accuracy"] > floor
+
+
+def test_framing_finds_a_small_subject_that_the_whole_photo_hides(tmp_path):
+    if not all(weights.available(n) for n in (tab.DETECTOR, *tab.MODELS.values())):
+        pytest.skip("weights not shipped")
+    cat = Image.open(tab.EXAMPLES_DIR / "cat.jpg").convert("RGB")
+    photo = Image.new("RGB", (960, 640), (128, 128, 128))
+    photo.paste(cat.resize((240, 160)), (560, 380))  # a cat filling 6% of the photo
+    crop, note = tab.frame_photo(photo)
+    (tmp_path / "cat").mkdir()
+    photo.save(tmp_path / "cat" / "small.png")  # evaluate --frame sees what the tab sees
+    images, _ = read_folder(tmp_path, frame=weights.load(tab.DETECTOR))
+    assert torch.equal(images[0], (tab.prepare(crop)[1][0] * 255).round().to(torch.uint8))
+    assert note.startswith("Framed on the detector's *cat*")
+    assert 240 <= crop.width <= 400 and 160 <= crop.height <= 270  # the cat and a quarter of it around
+    framed, whole = tab.classify(photo, tab.COMPARE, True), tab.classify(photo, tab.COMPARE, False)
+    top = lambda out: [max(out[i], key=out[i].get) for i in (1, 3, 5)]
+    assert top(framed) == ["cat"] * 3 and "cat" not in top(whole)
+    assert framed[-1] == note and whole[-1] == ""
+    _, note = tab.frame_photo(Image.new("RGB", (300, 200), (128, 128, 128)))
+    assert note.startswith("The detector found no object")
 
 
 def test_tab_averages_the_views_each_card_is_measured_with():

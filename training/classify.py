@@ -3,6 +3,7 @@
     python -m training.classify --model compact        # ~22 min on 2 CPU threads (bf16); shipped: --epochs 15.5 --val-size 0 --flip alternate
     python -m training.classify evaluate --weights weights/compact-cifar10 --data ../shared/datasets/cifar10-jpg/test
     python -m training.classify evaluate --weights weights/compact-cifar10 --data data_cache/voc-photos/photos --tta 2  # photos: training.photos
+    python -m training.classify evaluate --weights weights/compact-cifar10 --data DIR --tta 2 --frame weights/yolo-voc  # as the tab
     python -m training.classify export --weights weights/compact-cifar10 --format onnx
     python -m training.classify average --weights weights/vit-cifar10 checkpoints/classify-vit/best.pt --out soup
 """
@@ -53,11 +54,38 @@ def fit_input(image: Image.Image, size: int = 32) -> Image.Image:
     return image.resize((size, size), Image.BICUBIC, box=(left, top, left + cw, top + ch))
 
 
-def read_folder(folder: str | Path, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+# Framing: the detector's most confident box at its default score threshold, with a quarter of the box's width and
+# height kept as context on each side. Chosen on VOC2007 val photos, which the detector (weights/yolo-voc) never
+# trained on; the classifiers' cards have the figures
+FRAME_SCORE, FRAME_MARGIN, FRAME_WORK_SIZE = 0.25, 0.25, 1024
+
+
+def frame_subject(image: Image.Image, detector: nn.Module) -> tuple[Image.Image, tuple[str, float] | None]:
+    """An RGB photo cut down to the subject ``detector`` (a ``models.detect.YOLO``) is surest of, plus
+    ``FRAME_MARGIN`` of context, and (that subject's detector class, score); the whole photo and None when it finds
+    nothing. The detector sees the photo shrunk to at most ``FRAME_WORK_SIZE`` pixels a side."""
+    from models.detect import detect
+    work = image.copy()
+    work.thumbnail((FRAME_WORK_SIZE, FRAME_WORK_SIZE), Image.BILINEAR)
+    found = detect(detector, torch.from_numpy(np.asarray(work, dtype=np.float32) / 255).permute(2, 0, 1),
+                   FRAME_SCORE)
+    if not len(found["scores"]):
+        return image, None
+    x0, y0, x1, y1 = (found["boxes"][0] * image.width / work.width).tolist()
+    dx, dy = FRAME_MARGIN * (x1 - x0), FRAME_MARGIN * (y1 - y0)
+    box = (round(max(0, x0 - dx)), round(max(0, y0 - dy)), round(min(image.width, x1 + dx)),
+           round(min(image.height, y1 + dy)))
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return image, None
+    return image.crop(box), (detector.classes[int(found["labels"][0])], float(found["scores"][0]))
+
+
+def read_folder(folder: str | Path, size: int = 32, frame: nn.Module | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """An ImageFolder tree with CIFAR-10 class subfolders -> (N,3,size,size) uint8 images, (N,) labels.
 
-    Any image size or mode is accepted (converted to RGB, then ``fit_input``); subfolders that are not
-    CIFAR-10 classes are an error, missing classes are allowed.
+    Any image size or mode is accepted (converted to RGB, ``frame_subject`` with the detector ``frame`` if one is
+    given, then ``fit_input``); subfolders that are not CIFAR-10 classes are an error, missing classes are allowed.
     """
     from torchvision.datasets import ImageFolder
     folder = Path(folder)
@@ -72,7 +100,8 @@ def read_folder(folder: str | Path, size: int = 32) -> tuple[torch.Tensor, torch
     labels = torch.empty(len(data.samples), dtype=torch.long)
     for i, (path, target) in enumerate(data.samples):
         with Image.open(path) as im:
-            images[i] = np.asarray(fit_input(im.convert("RGB"), size))
+            rgb = im.convert("RGB")
+            images[i] = np.asarray(fit_input(frame_subject(rgb, frame)[0] if frame is not None else rgb, size))
         labels[i] = CLASSES.index(data.classes[target])
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
 
@@ -512,15 +541,24 @@ def load_folder(folder: str | Path) -> nn.Module:
 
 def evaluate_command(args: argparse.Namespace) -> None:
     model = load_folder(args.weights)
+    detector = None
+    if args.frame:
+        from models.detect import YOLO
+        try:
+            detector = YOLO.from_pretrained(str(args.frame), strict=True).eval()
+        except Exception as e:  # a missing folder, another model's weights, corrupt files
+            fail(f"--frame {args.frame} is not a detector's weights folder such as weights/yolo-voc "
+                 f"({type(e).__name__}: {str(e)[:200]})")
     try:
-        images, labels = read_folder(args.data)
+        images, labels = read_folder(args.data, frame=detector)
     except (OSError, ValueError) as e:
         fail(str(e))
     if len(labels) == 0:
         fail(f"{args.data} holds no images in CIFAR-10 class subfolders")
     report = accuracy_report(predict(model.to(memory_format=torch.channels_last), images, tta=args.tta),
                              labels, model.classes)
-    print_json({"weights": str(args.weights), "data": str(args.data), "tta": args.tta, **report})
+    print_json({"weights": str(args.weights), "data": str(args.data), "tta": args.tta,
+                **({"frame": str(args.frame)} if args.frame else {}), **report})
 
 
 def load_member(source: str | Path, template: nn.Module) -> dict[str, torch.Tensor]:
@@ -747,6 +785,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=str(default_data("cifar10-jpg/test")))
     p.add_argument("--tta", type=int, choices=list(TTA_LEVELS), default=0,
                    help="test-time augmentation: " + "; ".join(f"{k} {v}" for k, v in TTA_LEVELS.items()))
+    p.add_argument("--frame", default=None, metavar="DETECTOR",
+                   help="frame each photo's subject with this detector first, as the tab does (weights/yolo-voc)")
 
 
 def add_export_args(p: argparse.ArgumentParser) -> None:
