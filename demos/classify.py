@@ -50,7 +50,7 @@ def frame_photo(rgb: Image.Image) -> tuple[Image.Image, str]:
         return rgb, f"Not framed (the detector is unavailable: {e}); the whole photo is classified."
     crop, found = frame_subject(rgb, load_model(DETECTOR))
     if found is None:
-        return rgb, "The detector found no object to frame: the whole photo is classified."
+        return rgb, "The detector found no animal or vehicle to frame: the whole photo is classified."
     return crop, f"Framed on the detector's *{found[0]}* (score {found[1]:.2f}), {crop.width}x{crop.height} px."
 
 

@@ -22,7 +22,7 @@ def test_upload_classify_and_explain(page, open_tab):
     text = panel.inner_text()
     top = tab.classify(example, "Compact net")[1]  # the same function in this process: its top class shows
     assert max(top, key=top.get) in text.split("What the model sees")[-1]
-    assert "Frame the subject first" in text and "The detector found no object to frame" in text  # framing is on
+    assert "Frame the subject first" in text and "The detector found no animal or vehicle to frame" in text  # framing is on
     assert panel.locator("img").count() >= 3  # the input, the 32x32 preview, at least one heat map
     assert not page.locator(".toast-body.error").count()
     save_screenshot(page, "classify")

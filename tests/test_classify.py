@@ -559,6 +559,23 @@ def test_shipped_weights_classify_examples(label, kind, floor):
     assert weights.card_metrics(name)["accuracy"] > floor
 
 
+def test_frame_subject_takes_the_surest_animal_or_vehicle_with_a_quarter_of_its_size_around(monkeypatch):
+    import models.detect
+    from training.classify import frame_subject
+    found = {"boxes": torch.tensor([[0., 0, 50, 50], [100, 40, 180, 80], [120, 50, 160, 70], [10, 10, 20, 20]]),
+             "scores": torch.tensor([0.9, 0.6, 0.5, 0.7]),
+             "labels": torch.tensor([models.detect.VOC_CLASSES.index(c) for c in ("person", "cat", "dog", "bottle")])}
+    monkeypatch.setattr(models.detect, "detect", lambda *args, **kwargs: found)
+    detector = type("Detector", (), {"classes": models.detect.VOC_CLASSES})()
+    photo = Image.new("RGB", (200, 100))
+    crop, subject = frame_subject(photo, detector)
+    assert subject[0] == "cat" and abs(subject[1] - 0.6) < 1e-6
+    assert crop.size == (120, 60)  # the 80x40 box widened by 20 px each side (x 80..200) and 10 (y 30..90)
+    found.update(boxes=found["boxes"][[0, 3]], scores=found["scores"][[0, 3]], labels=found["labels"][[0, 3]])
+    crop, subject = frame_subject(photo, detector)  # a person and a bottle: nothing a CIFAR-10 class could be
+    assert subject is None and crop is photo
+
+
 def test_framing_finds_a_small_subject_that_the_whole_photo_hides(tmp_path):
     if not all(weights.available(n) for n in (tab.DETECTOR, *tab.MODELS.values())):
         pytest.skip("weights not shipped")
@@ -577,7 +594,7 @@ def test_framing_finds_a_small_subject_that_the_whole_photo_hides(tmp_path):
     assert top(framed) == ["cat"] * 3 and "cat" not in top(whole)
     assert framed[-1] == note and whole[-1] == ""
     _, note = tab.frame_photo(Image.new("RGB", (300, 200), (128, 128, 128)))
-    assert note.startswith("The detector found no object")
+    assert note.startswith("The detector found no animal or vehicle")
 
 
 def test_tab_averages_the_views_each_card_is_measured_with():

@@ -54,30 +54,35 @@ def fit_input(image: Image.Image, size: int = 32) -> Image.Image:
     return image.resize((size, size), Image.BICUBIC, box=(left, top, left + cw, top + ch))
 
 
-# Framing: the detector's most confident box at its default score threshold, with a quarter of the box's width and
-# height kept as context on each side. Chosen on VOC2007 val photos, which the detector (weights/yolo-voc) never
-# trained on; the classifiers' cards have the figures
+# Framing: the detector's most confident box of an animal or a vehicle (CIFAR-10's ten classes are six animals and
+# four vehicles; VOC's people and furniture are never a CIFAR-10 subject) at its default score threshold, with a
+# quarter of the box's width and height kept as context on each side. Chosen on VOC2007 val photos, which the
+# detector (weights/yolo-voc) never trained on; the classifiers' cards have the figures
+FRAME_CLASSES = {"aeroplane", "bicycle", "bird", "boat", "bus", "car", "cat", "cow", "dog", "horse", "motorbike",
+                 "sheep", "train"}
 FRAME_SCORE, FRAME_MARGIN, FRAME_WORK_SIZE = 0.25, 0.25, 1024
 
 
 def frame_subject(image: Image.Image, detector: nn.Module) -> tuple[Image.Image, tuple[str, float] | None]:
-    """An RGB photo cut down to the subject ``detector`` (a ``models.detect.YOLO``) is surest of, plus
-    ``FRAME_MARGIN`` of context, and (that subject's detector class, score); the whole photo and None when it finds
-    nothing. The detector sees the photo shrunk to at most ``FRAME_WORK_SIZE`` pixels a side."""
+    """An RGB photo cut down to the animal or vehicle (``FRAME_CLASSES``) ``detector`` (a ``models.detect.YOLO``)
+    is surest of, plus ``FRAME_MARGIN`` of context, and (that subject's detector class, score); the whole photo and
+    None when it finds none. The detector sees the photo shrunk to at most ``FRAME_WORK_SIZE`` pixels a side."""
     from models.detect import detect
     work = image.copy()
     work.thumbnail((FRAME_WORK_SIZE, FRAME_WORK_SIZE), Image.BILINEAR)
     found = detect(detector, torch.from_numpy(np.asarray(work, dtype=np.float32) / 255).permute(2, 0, 1),
                    FRAME_SCORE)
-    if not len(found["scores"]):
+    subjects = [i for i, c in enumerate(found["labels"].tolist()) if detector.classes[c] in FRAME_CLASSES]
+    if not subjects:
         return image, None
-    x0, y0, x1, y1 = (found["boxes"][0] * image.width / work.width).tolist()
+    best = max(subjects, key=lambda i: float(found["scores"][i]))
+    x0, y0, x1, y1 = (found["boxes"][best] * image.width / work.width).tolist()
     dx, dy = FRAME_MARGIN * (x1 - x0), FRAME_MARGIN * (y1 - y0)
     box = (round(max(0, x0 - dx)), round(max(0, y0 - dy)), round(min(image.width, x1 + dx)),
            round(min(image.height, y1 + dy)))
     if box[2] <= box[0] or box[3] <= box[1]:
         return image, None
-    return image.crop(box), (detector.classes[int(found["labels"][0])], float(found["scores"][0]))
+    return image.crop(box), (detector.classes[int(found["labels"][best])], float(found["scores"][best]))
 
 
 def read_folder(folder: str | Path, size: int = 32, frame: nn.Module | None = None
