@@ -117,8 +117,10 @@ def build() -> None:
     status = weights_status(*MODELS.values())
     if status:
         gr.Markdown(status)
-    gr.Markdown("Upload any photo of one subject: its longer side is cropped halfway to a square and the rest "
-                "shrunk to the 32x32 pixels the CIFAR-10 models were trained on (preview below). Each model shows "
+    gr.Markdown("Upload any photo: the Detection tab's model first frames the animal or vehicle it is surest of "
+                "(untick the box to classify the whole photo), then the longer side is cropped halfway to a square "
+                "and the rest shrunk to the 32x32 pixels the CIFAR-10 models were trained on (preview below). Each "
+                "model shows "
                 "its top-5 of the ten classes (airplane, automobile, bird, cat, deer, dog, frog, horse, ship, "
                 "truck) and where it looked: Grad-CAM for the conv nets, attention rollout for the ViT. The "
                 "probabilities average the mirrored and 1-pixel-shifted views each model's measured accuracy "
