@@ -6,12 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from demos.common import ImageInput, load_model, to_rgb, weights_status
-from models.detect import VOC_CLASSES, detect
+from models.detect import VOC_CLASSES, detect_photo
 
 TITLE = "Detection"
 MODEL = "yolo-voc"
@@ -39,14 +37,7 @@ def check_settings(score: float, nms_iou: float, classes: list[str] | None) -> l
 
 def run_detector(image: Image.Image, score: float, nms_iou: float) -> list[tuple[str, float, list[float]]]:
     """(class, score, [x1, y1, x2, y2] in ``image`` pixels) for every detection, best first."""
-    model = load_model(MODEL)
-    work = image.copy()
-    work.thumbnail((WORK_SIZE, WORK_SIZE), Image.BILINEAR)
-    ratio = image.width / work.width
-    x = torch.from_numpy(np.asarray(work, dtype=np.float32) / 255).permute(2, 0, 1)
-    det = detect(model, x, float(score), float(nms_iou))
-    return [(model.classes[int(c)], float(s), [float(v) * ratio for v in b])
-            for b, s, c in zip(det["boxes"], det["scores"], det["labels"])]
+    return detect_photo(load_model(MODEL), image, float(score), float(nms_iou), WORK_SIZE)
 
 
 def draw(image: Image.Image, detections: list[tuple[str, float, list[float]]]) -> Image.Image:

@@ -67,22 +67,18 @@ def frame_subject(image: Image.Image, detector: nn.Module) -> tuple[Image.Image,
     """An RGB photo cut down to the animal or vehicle (``FRAME_CLASSES``) ``detector`` (a ``models.detect.YOLO``)
     is surest of, plus ``FRAME_MARGIN`` of context, and (that subject's detector class, score); the whole photo and
     None when it finds none. The detector sees the photo shrunk to at most ``FRAME_WORK_SIZE`` pixels a side."""
-    from models.detect import detect
-    work = image.copy()
-    work.thumbnail((FRAME_WORK_SIZE, FRAME_WORK_SIZE), Image.BILINEAR)
-    found = detect(detector, torch.from_numpy(np.asarray(work, dtype=np.float32) / 255).permute(2, 0, 1),
-                   FRAME_SCORE)
-    subjects = [i for i, c in enumerate(found["labels"].tolist()) if detector.classes[c] in FRAME_CLASSES]
+    from models.detect import detect_photo
+    found = detect_photo(detector, image, FRAME_SCORE, work_size=FRAME_WORK_SIZE)
+    subjects = [d for d in found if d[0] in FRAME_CLASSES]
     if not subjects:
         return image, None
-    best = max(subjects, key=lambda i: float(found["scores"][i]))
-    x0, y0, x1, y1 = (found["boxes"][best] * image.width / work.width).tolist()
+    cls, score, (x0, y0, x1, y1) = max(subjects, key=lambda d: d[1])
     dx, dy = FRAME_MARGIN * (x1 - x0), FRAME_MARGIN * (y1 - y0)
     box = (round(max(0, x0 - dx)), round(max(0, y0 - dy)), round(min(image.width, x1 + dx)),
            round(min(image.height, y1 + dy)))
     if box[2] <= box[0] or box[3] <= box[1]:
         return image, None
-    return image.crop(box), (detector.classes[int(found["labels"][best])], float(found["scores"][best]))
+    return image.crop(box), (cls, score)
 
 
 def read_folder(folder: str | Path, size: int = 32, frame: nn.Module | None = None
