@@ -14,7 +14,6 @@ from models.detect import VOC_CLASSES, detect_photo
 TITLE = "Detection"
 MODEL = "yolo-voc"
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples" / "detect"
-WORK_SIZE = 1024     # images are shrunk to this longer side before detection (the model sees 192 px anyway)
 VIEW_SIZE = 800      # longest side of the annotated image shown
 COUNT_HEADERS = ["class", "count", "best score"]
 # 20 distinguishable colours (one per VOC class)
@@ -37,7 +36,7 @@ def check_settings(score: float, nms_iou: float, classes: list[str] | None) -> l
 
 def run_detector(image: Image.Image, score: float, nms_iou: float) -> list[tuple[str, float, list[float]]]:
     """(class, score, [x1, y1, x2, y2] in ``image`` pixels) for every detection, best first."""
-    return detect_photo(load_model(MODEL), image, float(score), float(nms_iou), WORK_SIZE)
+    return detect_photo(load_model(MODEL), image, float(score), float(nms_iou))
 
 
 def draw(image: Image.Image, detections: list[tuple[str, float, list[float]]]) -> Image.Image:

@@ -252,7 +252,8 @@ def detect(model: YOLO, image: torch.Tensor, score_threshold: float | None = Non
 def detect_photo(model: YOLO, image: Image.Image, score_threshold: float | None = None, nms_iou: float | None = None,
                  work_size: int = 1024) -> list[tuple[str, float, list[float]]]:
     """(class, score, [x1, y1, x2, y2] in ``image`` pixels) for every detection in an RGB PIL photo, best first.
-    The photo is shrunk to at most ``work_size`` pixels a side first (the model sees far fewer anyway)."""
+    The photo is shrunk to at most ``work_size`` pixels a side first: the model sees far fewer anyway
+    (``config.image_size``), and a huge upload then costs no more than a 1024 px one."""
     work = image.copy()
     work.thumbnail((work_size, work_size), Image.BILINEAR)
     ratio = image.width / work.width

@@ -60,15 +60,15 @@ def fit_input(image: Image.Image, size: int = 32) -> Image.Image:
 # detector (weights/yolo-voc) never trained on; the classifiers' cards have the figures
 FRAME_CLASSES = {"aeroplane", "bicycle", "bird", "boat", "bus", "car", "cat", "cow", "dog", "horse", "motorbike",
                  "sheep", "train"}
-FRAME_SCORE, FRAME_MARGIN, FRAME_WORK_SIZE = 0.25, 0.25, 1024
+FRAME_SCORE, FRAME_MARGIN = 0.25, 0.25
 
 
 def frame_subject(image: Image.Image, detector: nn.Module) -> tuple[Image.Image, tuple[str, float] | None]:
     """An RGB photo cut down to the animal or vehicle (``FRAME_CLASSES``) ``detector`` (a ``models.detect.YOLO``)
     is surest of, plus ``FRAME_MARGIN`` of context, and (that subject's detector class, score); the whole photo and
-    None when it finds none. The detector sees the photo shrunk to at most ``FRAME_WORK_SIZE`` pixels a side."""
+    None when it finds none (the detector sees the photo as the Detection tab does, ``detect_photo``)."""
     from models.detect import detect_photo
-    found = detect_photo(detector, image, FRAME_SCORE, work_size=FRAME_WORK_SIZE)
+    found = detect_photo(detector, image, FRAME_SCORE)
     subjects = [d for d in found if d[0] in FRAME_CLASSES]
     if not subjects:
         return image, None
