@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from demos.common import ImageInput, load_model, to_rgb, weights_status
+from demos.common import ImageInput, image_examples, load_model, to_rgb, weights_status
 
 TITLE = "Captioning"
 NAME = "captioner-flickr8k"
@@ -135,8 +135,8 @@ def build() -> None:
     outputs = [best, beams, word, heat, gallery]
     examples = example_paths()
     if examples:
-        gr.Examples([[p] for p in examples], [image], label="Examples", fn=caption, outputs=outputs,
-                    cache_examples=False, api_name="caption_example")
+        image_examples(examples, image, "Examples", caption, [image, beam, alpha, ngram], outputs,
+                       api_name="caption_example", concurrency_limit=2, concurrency_id="caption")
     run.click(caption, [image, beam, alpha, ngram], outputs, api_name="caption", concurrency_limit=2,
               concurrency_id="caption")
     image.upload(caption, [image, beam, alpha, ngram], outputs, api_name="caption_upload", concurrency_limit=2,

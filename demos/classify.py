@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import weights
-from demos.common import ImageInput, load_model, to_rgb, weights_status
+from demos.common import ImageInput, image_examples, load_model, to_rgb, weights_status
 from models.classify import explain, tta_logits
 from training.classify import fit_input, frame_subject
 
@@ -139,16 +139,17 @@ def build() -> None:
                 for title in MODELS:
                     with gr.Column(min_width=180):
                         label = gr.Label(num_top_classes=5, label=title)
-                        heat = gr.Image(label=f"{title}: where it looked", interactive=False, height=VIEW_SIZE)
+                        heat = gr.Image(label=f"{title}: where it looked", interactive=False, height=VIEW_SIZE,
+                                        elem_id=f"classify-heat-{MODELS[title]}")
                         columns += [label, heat]
             notes = gr.Markdown()
     outputs = [preview, *columns, notes]
     examples = example_paths()
     if examples:
-        gr.Examples([[p, COMPARE, True] for p in examples], [image, choice, framing],
-                    label="Examples (drawn by this project, and a CC0 photo from scikit-image)", fn=classify,
-                    outputs=outputs, cache_examples=False, api_name="classify_example")
-    # One queue group for both events: at most 2 classifications at once (3 models each), so a burst of
+        image_examples(examples, image, "Examples (drawn by this project, and a CC0 photo from scikit-image)",
+                       classify, [image, choice, framing], outputs, api_name="classify_example",
+                       concurrency_limit=2, concurrency_id="classify")
+    # One queue group for all three events: at most 2 classifications at once (3 models each), so a burst of
     # uploads neither starves the other tabs' groups nor oversubscribes the CPU.
     run.click(classify, [image, choice, framing], outputs, api_name="classify", concurrency_limit=2,
               concurrency_id="classify")

@@ -91,6 +91,15 @@ class SketchpadInput(gr.Sketchpad):
         return _clear_upload_errors(super().preprocess, payload, files)
 
 
+def image_examples(paths: list[str], image: gr.Image, label: str, fn: Callable[..., Any], inputs: list[Any],
+                   outputs: list[Any], **event: Any) -> gr.Examples:
+    """Example images for ``image`` alone, so a click keeps the tab's other settings as the user set them, and
+    runs ``fn(*inputs)`` at once, as an upload does (``event``: the ``.then`` options, e.g. ``api_name``)."""
+    examples = gr.Examples([[p] for p in paths], [image], label=label)
+    examples.load_input_event.then(fn, inputs, outputs, **event)
+    return examples
+
+
 def to_rgb(image: Any) -> Image.Image:
     """Any PIL image (RGBA, LA, P, CMYK, I;16, F, animated, EXIF-rotated) as an RGB image."""
     if image is None:

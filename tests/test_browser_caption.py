@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import weights
-from conftest import save_screenshot
+from conftest import save_screenshot, set_slider_number, settle
 from demos import caption as tab
 
 pytestmark = pytest.mark.skipif(not weights.available(tab.NAME), reason="captioner not trained yet")
@@ -33,3 +33,16 @@ def test_upload_caption_beams_and_word_attention(page, open_tab):
         arg=[heat.element_handle(), before], timeout=30_000)
     assert not page.locator(".toast-body.error").count()
     save_screenshot(page, "caption")
+
+
+def test_example_click_captions_with_the_chosen_beam(page, open_tab):
+    """Clicking an example captions it at once, with the beam size the user already set."""
+    panel = open_tab("caption")
+    set_slider_number(panel, "Beam size (1 = greedy)", 1)
+    paths = tab.example_paths()
+    panel.locator(".gallery-item, table tbody tr").nth(0).click()
+    caption_box = panel.get_by_label("Caption")
+    page.wait_for_function("el => el.value.length > 3", arg=caption_box.element_handle(), timeout=90_000)
+    settle(page)
+    assert caption_box.input_value() == tab.caption(paths[0], 1)[0] != tab.caption(paths[0], 3)[0]  # greedy, as set
+    assert not page.locator(".toast-body.error").count()

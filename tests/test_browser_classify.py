@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 import weights
-from conftest import save_screenshot
+from conftest import save_screenshot, settle
 from demos import classify as tab
 
 pytestmark = pytest.mark.skipif(not weights.available("compact-cifar10"), reason="compact weights not trained yet")
@@ -26,3 +26,22 @@ def test_upload_classify_and_explain(page, open_tab):
     assert panel.locator("img").count() >= 3  # the input, the 32x32 preview, at least one heat map
     assert not page.locator(".toast-body.error").count()
     save_screenshot(page, "classify")
+
+
+def test_example_click_classifies_with_the_chosen_settings(page, open_tab):
+    """Clicking an example runs the models at once, with the model and framing the user already chose."""
+    panel = open_tab("classify")
+    panel.get_by_label("ViT").check()
+    panel.get_by_label("Frame the subject first").uncheck()
+    examples = panel.locator(".gallery-item, [data-testid=examples] tbody tr, table tbody tr")
+    frog = next(i for i, p in enumerate(tab.example_paths()) if Path(p).stem == "frog")
+    examples.nth(frog).click()
+    page.wait_for_function("el => el.innerText.includes('%')", arg=panel.element_handle(), timeout=90_000)
+    settle(page)
+    text = panel.inner_text()
+    assert "frog" in text.split("What the model sees")[-1]
+    assert "Framed on" not in text and "found no animal" not in text  # framing stayed off
+    assert panel.get_by_label("ViT").is_checked() and not panel.get_by_label("Frame the subject first").is_checked()
+    filled = [panel.locator(f"#classify-heat-{name} img").count() for name in tab.MODELS.values()]
+    assert filled == [0, 0, 1]  # only the chosen model ran
+    assert not page.locator(".toast-body.error").count()
