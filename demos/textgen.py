@@ -132,7 +132,8 @@ def build() -> None:
                 stop = gr.Button("Stop")
         with gr.Column(scale=2):
             output = gr.Textbox(label="Generated text", lines=18, autoscroll=True)
-    gr.Examples(EXAMPLES, [prompt, temperature, top_k, top_p, max_new, seed], label="Examples")
+    examples = gr.Examples(EXAMPLES, [prompt, temperature, top_k, top_p, max_new, seed],
+                           label="Examples (a click generates with its settings)")
     with gr.Accordion("How surprised is the model? (per-character surprisal)", open=True):
         score_text = gr.Textbox(label="Text to score", value="To be, or not to be, that is the question.",
                                 lines=3)
@@ -140,8 +141,10 @@ def build() -> None:
         heat = gr.HighlightedText(label="Surprisal (darker = more bits)", combine_adjacent=False,
                                   show_legend=False, elem_id="surprisal")
         summary = gr.Markdown()
-    event = run.click(generate, [prompt, temperature, top_k, top_p, max_new, seed, model_choice], output,
-                      api_name="generate", concurrency_limit=2, concurrency_id="textgen")
-    stop.click(None, cancels=[event])
+    inputs = [prompt, temperature, top_k, top_p, max_new, seed, model_choice]
+    event = run.click(generate, inputs, output, api_name="generate", concurrency_limit=2, concurrency_id="textgen")
+    example_event = examples.load_input_event.then(generate, inputs, output, api_name="generate_example",
+                                                   concurrency_limit=2, concurrency_id="textgen")
+    stop.click(None, cancels=[event, example_event])
     score.click(surprisal, [score_text, model_choice], [heat, summary], api_name="score",
                 concurrency_limit=2, concurrency_id="textgen-score")  # scoring is fast: never queued behind generation

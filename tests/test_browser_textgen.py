@@ -2,7 +2,7 @@
 import pytest
 
 import weights
-from conftest import save_screenshot, set_slider_number
+from conftest import save_screenshot, set_slider_number, settle
 from demos import textgen as tab
 
 pytestmark = pytest.mark.skipif(not any(map(weights.available, tab.MODELS.values())),
@@ -28,3 +28,20 @@ def test_generation_streams_in_the_browser(page, open_tab):
     # the tab's CSS reached the page: the scored characters flow as text, without gaps (see textgen.CSS)
     assert page.eval_on_selector("#surprisal .token", "el => getComputedStyle(el).fontSize") == "0px"
     save_screenshot(page, "textgen")  # the generated text and the scored one
+
+
+def test_example_click_generates_with_its_settings(page, open_tab):
+    """Clicking an example fills the prompt and sampling settings and generates at once, with the model the user
+    chose; the result is what ``generate`` gives for those settings (a seeded sample)."""
+    panel = open_tab("textgen")
+    prompt, temperature, top_k, top_p, max_new, seed = tab.EXAMPLES[1]
+    panel.get_by_text(prompt.split("\n")[0], exact=False).first.click()
+    output = panel.get_by_label("Generated text")
+    page.wait_for_function("([el, n]) => el.value.length >= n", arg=[output.element_handle(), len(prompt) + max_new],
+                           timeout=120_000)
+    settle(page)
+    chosen = next(label for label in tab.MODELS if panel.get_by_label(label, exact=True).is_checked())
+    expected = list(tab.generate(prompt, temperature, top_k, top_p, max_new, seed, chosen))[-1]
+    assert output.input_value() == expected and expected.startswith(prompt)
+    assert panel.get_by_label("Prompt").input_value() == prompt
+    assert not page.locator(".toast-body.error").count()
