@@ -132,14 +132,12 @@ def build() -> None:
                                     elem_id="caption-heat")
             gallery = gr.Gallery(label="Every word's attention", columns=6, height=220, interactive=False,
                                  type="filepath")
-    outputs = [best, beams, word, heat, gallery]
+    inputs, outputs = [image, beam, alpha, ngram], [best, beams, word, heat, gallery]
+    queue = {"concurrency_limit": 2, "concurrency_id": "caption"}
     examples = example_paths()
     if examples:
-        image_examples(examples, image, "Examples", caption, [image, beam, alpha, ngram], outputs,
-                       api_name="caption_example", concurrency_limit=2, concurrency_id="caption")
-    run.click(caption, [image, beam, alpha, ngram], outputs, api_name="caption", concurrency_limit=2,
-              concurrency_id="caption")
-    image.upload(caption, [image, beam, alpha, ngram], outputs, api_name="caption_upload", concurrency_limit=2,
-                 concurrency_id="caption")
+        image_examples(examples, image, "Examples", caption, inputs, outputs, api_name="caption_example", **queue)
+    run.click(caption, inputs, outputs, api_name="caption", **queue)
+    image.upload(caption, inputs, outputs, api_name="caption_upload", **queue)
     # the maps are already in the gallery (API clients get them all from /caption): picking is a lookup
     word.change(pick, [gallery, word], heat, api_name="caption_pick_word", queue=False)

@@ -136,22 +136,20 @@ def build() -> None:
         with gr.Column(scale=3):
             columns = []
             with gr.Row():
-                for title in MODELS:
+                for title, name in MODELS.items():
                     with gr.Column(min_width=180):
                         label = gr.Label(num_top_classes=5, label=title)
                         heat = gr.Image(label=f"{title}: where it looked", interactive=False, height=VIEW_SIZE,
-                                        elem_id=f"classify-heat-{MODELS[title]}")
+                                        elem_id=f"classify-heat-{name}")
                         columns += [label, heat]
             notes = gr.Markdown()
-    outputs = [preview, *columns, notes]
+    inputs, outputs = [image, choice, framing], [preview, *columns, notes]
+    # One queue group for all three events: at most 2 classifications at once (3 models each), so a burst of
+    # uploads neither starves the other tabs' groups nor oversubscribes the CPU.
+    queue = {"concurrency_limit": 2, "concurrency_id": "classify"}
     examples = example_paths()
     if examples:
         image_examples(examples, image, "Examples (drawn by this project, and a CC0 photo from scikit-image)",
-                       classify, [image, choice, framing], outputs, api_name="classify_example",
-                       concurrency_limit=2, concurrency_id="classify")
-    # One queue group for all three events: at most 2 classifications at once (3 models each), so a burst of
-    # uploads neither starves the other tabs' groups nor oversubscribes the CPU.
-    run.click(classify, [image, choice, framing], outputs, api_name="classify", concurrency_limit=2,
-              concurrency_id="classify")
-    image.upload(classify, [image, choice, framing], outputs, api_name="classify_upload", concurrency_limit=2,
-                 concurrency_id="classify")
+                       classify, inputs, outputs, api_name="classify_example", **queue)
+    run.click(classify, inputs, outputs, api_name="classify", **queue)
+    image.upload(classify, inputs, outputs, api_name="classify_upload", **queue)
