@@ -1,7 +1,8 @@
-"""A small HTTP server on 127.0.0.1 that answers like the Hugging Face Hub for model repos: enough of the
-API for ``huggingface_hub.snapshot_download`` (repo info, tree listing, resolve with X-Repo-Commit / ETag /
-Content-Length) and for ``create_repo`` + ``upload_folder`` (validate-yaml, preupload, NDJSON commit,
-regular uploads).
+"""A small HTTP server on 127.0.0.1 that answers like the Hugging Face Hub for model and Space repos: enough
+of the API for ``huggingface_hub.snapshot_download`` of a model (repo info, tree listing, resolve with
+X-Repo-Commit / ETag / Content-Length) and for ``create_repo`` + ``upload_folder`` (validate-yaml, tree
+listing, preupload, NDJSON commit with regular uploads and deletions). Spaces are kept under the key
+``spaces/ORG/NAME``, as the Hub keeps them apart from models.
 
 Run the real ``huggingface_hub`` against it with ``HF_ENDPOINT=<url>`` (and ``HF_HUB_DISABLE_XET=1`` for
 uploads: the Xet storage protocol is not emulated).
@@ -28,13 +29,20 @@ class Repo:
     files: dict[str, bytes] = field(default_factory=dict)
     sha: str = "0" * 40
 
-    def commit(self, files: dict[str, bytes]) -> str:
+    def commit(self, files: dict[str, bytes], deleted: tuple[str, ...] = ()) -> str:
+        for path in deleted:
+            self.files.pop(path, None)
         self.files.update(files)
         digest = hashlib.sha1(self.sha.encode())
         for path in sorted(self.files):
             digest.update(path.encode() + git_blob_oid(self.files[path]).encode())
         self.sha = digest.hexdigest()
         return self.sha
+
+
+def repo_key(kind: str, repo_id: str) -> str:
+    """``hub.repos`` key of a repo: ``ORG/NAME`` for a model, ``spaces/ORG/NAME`` for a Space."""
+    return repo_id if kind == "models" else f"{kind}/{repo_id}"
 
 
 class FakeHub:
@@ -45,6 +53,7 @@ class FakeHub:
         self.requests: list[str] = []      # "METHOD path" of every request, for assertions
         self.auth_headers: list[str] = []  # Authorization headers seen on writes
         self.validated: list[str] = []     # model cards sent to /api/validate-yaml
+        self.created: list[dict] = []      # payloads of /api/repos/create
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -85,8 +94,8 @@ class FakeHub:
                         return self.not_found()
                     return self.send_json({"id": m[1], "modelId": m[1], "sha": repo.sha, "private": False,
                                            "siblings": [{"rfilename": f} for f in sorted(repo.files)]})
-                if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(/.*)?", path):
-                    repo = hub.repos.get(m[1])
+                if m := re.fullmatch(r"/api/(models|spaces)/([^/]+/[^/]+)/tree/([^/]+)(/.*)?", path):
+                    repo = hub.repos.get(repo_key(m[1], m[2]))
                     if repo is None:
                         return self.not_found()
                     return self.send_json([{"type": "file", "path": f, "size": len(data), "oid": git_blob_oid(data)}
@@ -111,7 +120,8 @@ class FakeHub:
                     payload = json.loads(data)
                     repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") \
                         else payload["name"]
-                    hub.repos.setdefault(repo_id, Repo())
+                    hub.created.append(payload)
+                    hub.repos.setdefault(repo_key(payload.get("type", "model") + "s", repo_id), Repo())
                     return self.send_json({"url": f"{hub.url}/{repo_id}", "name": repo_id})
                 if path == "/api/validate-yaml":  # the Hub checks a model card's YAML before a commit
                     import yaml
@@ -123,25 +133,28 @@ class FakeHub:
                     except Exception as e:
                         return self.send_json({"errors": [{"message": str(e)}], "warnings": []}, 400)
                     return self.send_json({"errors": [], "warnings": []})
-                if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/preupload/([^/]+)", path):
-                    if m[1] not in hub.repos:
+                if m := re.fullmatch(r"/api/(models|spaces)/([^/]+/[^/]+)/preupload/([^/]+)", path):
+                    if repo_key(m[1], m[2]) not in hub.repos:
                         return self.not_found()
                     files = json.loads(data)["files"]
                     return self.send_json({"files": [{"path": f["path"], "uploadMode": "regular",
                                                       "shouldIgnore": False} for f in files]})
-                if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/commit/([^/]+)", path):
-                    repo = hub.repos.get(m[1])
+                if m := re.fullmatch(r"/api/(models|spaces)/([^/]+/[^/]+)/commit/([^/]+)", path):
+                    key = repo_key(m[1], m[2])
+                    repo = hub.repos.get(key)
                     if repo is None:
                         return self.not_found()
-                    files = {}
+                    files, deleted = {}, []
                     for line in data.decode().splitlines():
                         item = json.loads(line)
                         if item["key"] == "file":
                             v = item["value"]
                             assert v.get("encoding") == "base64", v
                             files[v["path"]] = base64.b64decode(v["content"])
-                    sha = repo.commit(files)
-                    return self.send_json({"commitUrl": f"{hub.url}/{m[1]}/commit/{sha}", "commitOid": sha,
+                        elif item["key"] == "deletedFile":
+                            deleted.append(item["value"]["path"])
+                    sha = repo.commit(files, tuple(deleted))
+                    return self.send_json({"commitUrl": f"{hub.url}/{key}/commit/{sha}", "commitOid": sha,
                                            "pullRequestUrl": None, "success": True})
                 self.not_found("EndpointNotFound")
 

@@ -83,3 +83,55 @@ def test_push_to_hub_then_load(tmp_path, tiny_folder):
         assert hub.validated and all(card.startswith("---\n") and "model-index" in card for card in hub.validated)
         out = client(hub, tmp_path / "hf-cache", "load", "tiny", "testorg")
         assert out["output"] == pytest.approx(expected_output(model), abs=1e-6)
+
+
+SPACE_CHECK = """
+import json, app, weights
+blocks = app.build_app()
+text = "\\n".join(str(getattr(b, "value", "")) for b in blocks.blocks.values())
+loaded = [type(weights.load(name)).__name__ for name in weights.MODELS]
+print(json.dumps({"app": app.__file__, "weights": str(weights.WEIGHTS_DIR), "loaded": loaded,
+                  "broken_tab": "This tab failed to load" in text, "missing": "models of this tab are unavailable" in text}))
+"""
+
+
+def test_publish_space_uploads_what_the_app_needs_and_the_upload_serves(tmp_path):
+    from fake_hub import Repo
+    from training.space import space_files
+    root = HERE.parent
+    files = space_files()
+    assert {"README.md", "requirements.txt", "app.py", "demos/classify.py", "training/classify.py",
+            "weights/compact-cifar10/model.safetensors"} <= set(files)
+    assert not [f for f in files if f.startswith(("tests/", "bench/", "docs/", ".ci/", "checkpoints/"))
+                or f.endswith((".pyc", ".pyi"))]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "ZOO_")) and k != "PYTHONPATH"}
+    env.update(HF_ENDPOINT="", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_XET="1", HF_TOKEN="hf_fake_test_token",
+               HF_HUB_CACHE=str(tmp_path / "hf-cache"), NO_PROXY="127.0.0.1,localhost", GRADIO_ANALYTICS_ENABLED="False")
+    with FakeHub() as hub:
+        # a Space published before: what is gone from the app now goes from the Space, .gitattributes stays
+        hub.repos["spaces/testorg/zoo"] = Repo(files={"old_tab.py": b"x = 1\n", ".gitattributes": b"* -text\n"})
+        env["HF_ENDPOINT"] = hub.url
+        proc = subprocess.run([sys.executable, "-m", "training.space", "--repo-id", "testorg/zoo"], cwd=root,
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.strip().startswith(f"{hub.url}/spaces/testorg/zoo/commit/")
+        assert hub.created[-1]["type"] == "space" and hub.created[-1]["sdk"] == "gradio"
+        assert "testorg/zoo" not in hub.repos  # a Space, not a model repo
+        space = hub.repos["spaces/testorg/zoo"].files
+        assert sorted(space) == sorted([*files, ".gitattributes"])
+        assert all(space[f] == (root / f).read_bytes() for f in files)
+        bad = subprocess.run([sys.executable, "-m", "training.space", "--repo-id", "zoo"], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and bad.stderr.startswith("error: give the Space as --repo-id ORG/NAME")
+
+    # The uploaded files alone serve the app: every tab builds and every registered model loads.
+    folder = tmp_path / "space"
+    for name, data in space.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    proc = subprocess.run([sys.executable, "-c", SPACE_CHECK], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert Path(out["app"]).parent == folder and Path(out["weights"]).parent == folder
+    assert len(out["loaded"]) == len(weights.MODELS) and not out["broken_tab"] and not out["missing"]
