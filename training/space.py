@@ -1,9 +1,10 @@
 """Publish this app as a Hugging Face Space: ``python -m training.space --repo-id ORG/NAME``.
 
 A plain ``git push`` of this repository to a Space is refused: the Hub takes binary files such as the
-safetensors weights only through its Xet/LFS storage, and this repository's history keeps them in plain git. Uploading through the Hub's API stores every file the way the Hub wants, sends only what the app
-needs (no tests, benchmarks, screenshots, checkpoints or data), and deletes what an earlier upload sent
-that is gone now. The YAML block at the top of README.md is the Space's configuration.
+safetensors weights only through its Xet/LFS storage, and this repository's history keeps them in plain
+git. Uploading through the Hub's API stores every file the way the Hub wants, sends only what the app needs
+(no tests, benchmarks, screenshots, checkpoints or data), and deletes what an earlier upload sent that is
+gone now. The YAML block at the top of README.md is the Space's configuration.
 """
 from __future__ import annotations
 
