@@ -1,7 +1,8 @@
-"""Detection tab: boxes, class names and scores for the 20 PASCAL VOC classes on any photo, from the
-YOLO-style detector trained here, with score / NMS-IoU thresholds and a class filter."""
+"""Detection tab: boxes, class names and scores for the 20 PASCAL VOC classes on any photo or a live
+webcam, from the YOLO-style detector trained here, with score / NMS-IoU thresholds and a class filter."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ MODEL = "yolo-voc"
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples" / "detect"
 VIEW_SIZE = 800      # longest side of the annotated image shown
 COUNT_HEADERS = ["class", "count", "best score"]
+LIVE_EVERY = 0.25    # seconds between webcam frames sent to the server (a frame takes ~0.15 s on one thread)
+LIVE_LIMIT = 120     # seconds a live stream runs, so that a forgotten browser tab does not hold a CPU
+LIVE_HEIGHT = 360    # pixels, the webcam view and the live detections alike
 # 20 distinguishable colours (one per VOC class)
 PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
            "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000", "#ffd8b1",
@@ -71,14 +75,20 @@ def counts(detections: list[tuple[str, float, list[float]]]) -> list[list[Any]]:
     return sorted(table.values(), key=lambda r: (-r[1], -r[2]))
 
 
-def detect_objects(image: Any, score: float = 0.3, nms_iou: float = 0.5,
-                   classes: list[str] | None = None) -> tuple[Image.Image, list[list[Any]], str]:
-    """The annotated image, the count-per-class rows and a summary line."""
+def find(image: Any, score: float, nms_iou: float, classes: list[str] | None
+         ) -> tuple[Image.Image, list[tuple[str, float, list[float]]], list[str]]:
+    """(the image as RGB, its detections of the chosen classes, those classes) after checking the settings."""
     keep = check_settings(score, nms_iou, classes)
     rgb = to_rgb(image)
     if min(rgb.size) < 1:
         raise gr.Error("The image is empty.")
-    detections = [d for d in run_detector(rgb, score, nms_iou) if d[0] in keep]
+    return rgb, [d for d in run_detector(rgb, score, nms_iou) if d[0] in keep], keep
+
+
+def detect_objects(image: Any, score: float = 0.3, nms_iou: float = 0.5,
+                   classes: list[str] | None = None) -> tuple[Image.Image, list[list[Any]], str]:
+    """The annotated image, the count-per-class rows and a summary line."""
+    rgb, detections, keep = find(image, score, nms_iou, classes)
     rows = counts(detections)
     if not detections:
         which = "" if len(keep) == len(VOC_CLASSES) else f" of {', '.join(keep)}"
@@ -97,6 +107,17 @@ def on_image(image: Any, score: float = 0.3, nms_iou: float = 0.5,
     return detect_objects(image, score, nms_iou, classes)
 
 
+def detect_live(frame: Any, score: float = 0.3, nms_iou: float = 0.5,
+                classes: list[str] | None = None) -> tuple[Image.Image | None, str]:
+    """One webcam frame: the frame with its boxes, and a line of what is in it and how long that took."""
+    if frame is None:
+        return None, ""
+    start = time.perf_counter()
+    rgb, detections, _ = find(frame, score, nms_iou, classes)
+    seen = ", ".join(f"{name} x{count}" for name, count, _ in counts(detections)) or "nothing"
+    return draw(rgb, detections), f"{seen} ({(time.perf_counter() - start) * 1000:.0f} ms for this frame)"
+
+
 def example_paths() -> list[str]:
     return sorted(str(p) for p in EXAMPLES_DIR.iterdir() if p.suffix in (".jpg", ".png"))
 
@@ -109,10 +130,11 @@ def build() -> None:
                 "PASCAL VOC 2007 train split) boxes the 20 VOC classes: person, animals (bird, cat, cow, "
                 "dog, horse, sheep), vehicles (aeroplane, bicycle, boat, bus, car, motorbike, train) and "
                 "indoor objects (bottle, chair, dining table, potted plant, sofa, tv/monitor). Its measured "
-                "accuracy is on the About tab; expect misses and false alarms from a model trained on one CPU.")
+                "accuracy is on the About tab; expect misses and false alarms from a model trained on one CPU. "
+                "Or point a webcam at the world: take a snapshot with the Photo box, or open Live webcam below.")
     with gr.Row():
         with gr.Column(scale=1):
-            image = ImageInput(type="pil", label="Photo", image_mode=None, sources=["upload", "clipboard"])
+            image = ImageInput(type="pil", label="Photo", image_mode=None, sources=["upload", "webcam", "clipboard"])
             score = gr.Slider(0.05, 0.95, value=0.3, step=0.05, label="Score threshold")
             nms_iou = gr.Slider(0.1, 0.9, value=0.5, step=0.05, label="NMS IoU threshold",
                                 info="boxes of one class overlapping more than this are merged")
@@ -128,9 +150,23 @@ def build() -> None:
     if examples:
         # An example only fills the photo; its change event below runs the detector with the current settings
         gr.Examples([[p] for p in examples], [image], label="Examples (scikit-image sample photos)")
+    with gr.Accordion("Live webcam", open=False):
+        gr.Markdown(f"Start the camera (allow the browser to use it): every {LIVE_EVERY:g} s a frame is detected "
+                    f"with the settings above, for up to {LIVE_LIMIT // 60} minutes at a time; start it again to go on.")
+        with gr.Row():
+            camera = gr.Image(sources=["webcam"], streaming=True, type="pil", label="Webcam", height=LIVE_HEIGHT)
+            with gr.Column():
+                live = gr.Image(label="Live detections", interactive=False, type="pil", height=LIVE_HEIGHT)
+                live_status = gr.Markdown()
     common = {"concurrency_limit": 2, "concurrency_id": "detect"}
     run.click(detect_objects, inputs, outputs, api_name="detect", **common)
     image.change(on_image, inputs, outputs, api_name="detect_image", **common)  # upload, example, clear
     score.release(detect_objects, inputs, outputs, api_name="detect_score", **common)
     nms_iou.release(detect_objects, inputs, outputs, api_name="detect_nms", **common)
     classes.input(detect_objects, inputs, outputs, api_name="detect_classes", **common)
+    # Its own queue slot: one stream holds it for up to LIVE_LIMIT s, and photos must not wait behind it.
+    # Browser only: an API call of a stream event would hold that slot LIVE_LIMIT s for one frame's answer;
+    # API clients send frames to /detect instead.
+    camera.stream(detect_live, [camera, score, nms_iou, classes], [live, live_status], api_name="detect_live",
+                  api_visibility="private", stream_every=LIVE_EVERY, time_limit=LIVE_LIMIT, concurrency_limit=1,
+                  concurrency_id="detect-live", show_progress="hidden")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -219,6 +220,22 @@ def test_tab_on_example_photos():
     assert tab.detect_objects(gray, 0.3, 0.5)[0].mode == "RGB"
     _, rows, summary = tab.detect_objects(photo, 0.95, 0.5, ["sheep"])
     assert rows == [] and "Nothing detected" in summary
+
+
+@needs_weights
+def test_live_frames_get_boxes_and_a_status_line():
+    from PIL import Image
+
+    from demos import detect as tab
+    frame = Image.open(next(p for p in tab.example_paths() if Path(p).stem == "astronaut")).convert("RGB")
+    assert tab.detect_live(None) == (None, "")  # the stream starts before the camera sends a frame
+    image, status = tab.detect_live(frame, 0.2, 0.5)
+    expected = tab.counts(tab.run_detector(frame, 0.2, 0.5))
+    assert status.startswith(", ".join(f"{name} x{count}" for name, count, _ in expected))
+    assert re.search(r"\(\d+ ms for this frame\)$", status) and image.size == frame.size
+    assert tab.detect_live(frame, 0.95, 0.5, ["sheep"])[1].startswith("nothing (")
+    with pytest.raises(gr.Error, match="between 0 and 1"):
+        tab.detect_live(frame, 2.0)
 
 
 # --------------------------------------------------------------------------- data (needs ../shared)
