@@ -107,13 +107,14 @@ def build() -> None:
     status = weights_status(NAME)
     if status:
         gr.Markdown(status)
-    gr.Markdown("Upload any photo: the captioner (a CNN that keeps a grid of features + a Transformer "
-                "decoder, trained here on the 6,000 Flickr8k training images) writes a sentence with beam "
-                "search. Pick a word to see where in the image the decoder looked when it wrote it "
+    gr.Markdown("Upload any photo (or take one with your camera): the captioner (a CNN that keeps a grid of features "
+                "+ a Transformer decoder, trained here on the 6,000 Flickr8k training images) writes a sentence with "
+                "beam search. Pick a word to see where in the image the decoder looked when it wrote it "
                 "(cross-attention, averaged over heads and layers).")
     with gr.Row():
         with gr.Column(scale=1):
-            image = ImageInput(type="filepath", label="Image", image_mode=None, sources=["upload", "clipboard"])
+            image = ImageInput(type="filepath", label="Image", image_mode=None,
+                               sources=["upload", "webcam", "clipboard"])
             beam = gr.Slider(1, MAX_BEAM, value=3, step=1, label="Beam size (1 = greedy)")
             with gr.Accordion("Decoding options", open=False):
                 alpha = gr.Slider(0, 3, value=0.0, step=0.1,

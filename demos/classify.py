@@ -117,18 +117,18 @@ def build() -> None:
     status = weights_status(*MODELS.values())
     if status:
         gr.Markdown(status)
-    gr.Markdown("Upload any photo: the Detection tab's model first frames the animal or vehicle it is surest of "
-                "(untick the box to classify the whole photo), then the longer side is cropped halfway to a square "
-                "and the rest shrunk to the 32x32 pixels the CIFAR-10 models were trained on (preview below). Each "
-                "model shows "
-                "its top-5 of the ten classes (airplane, automobile, bird, cat, deer, dog, frog, horse, ship, "
-                "truck) and where it looked: Grad-CAM for the conv nets, attention rollout for the ViT. The "
-                "probabilities average the mirrored and 1-pixel-shifted views each model's measured accuracy "
-                "uses. Photos are harder than CIFAR-10's own images: the About tab has each model's accuracy on "
-                "both (`accuracy_voc_photos`: real photos from PASCAL VOC).")
+    gr.Markdown("Upload any photo (or take one with your camera): the Detection tab's model first frames the animal "
+                "or vehicle it is surest of (untick the box to classify the whole photo), then the longer side is "
+                "cropped halfway to a square and the rest shrunk to the 32x32 pixels the CIFAR-10 models were trained"
+                " on (preview below). Each model shows its top-5 of the ten classes (airplane, automobile, bird, cat,"
+                " deer, dog, frog, horse, ship, truck) and where it looked: Grad-CAM for the conv nets, attention "
+                "rollout for the ViT. The probabilities average the mirrored and 1-pixel-shifted views each model's "
+                "measured accuracy uses. Photos are harder than CIFAR-10's own images: the About tab has each model's"
+                " accuracy on both (`accuracy_voc_photos`: real photos from PASCAL VOC).")
     with gr.Row():
         with gr.Column(scale=1):
-            image = ImageInput(type="filepath", label="Image", image_mode=None, sources=["upload", "clipboard"])
+            image = ImageInput(type="filepath", label="Image", image_mode=None,
+                               sources=["upload", "webcam", "clipboard"])
             choice = gr.Radio([COMPARE, *MODELS], value=COMPARE, label="Model")
             framing = gr.Checkbox(value=True, label="Frame the subject first (the Detection tab's model finds it)")
             run = gr.Button("Classify", variant="primary")

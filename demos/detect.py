@@ -152,7 +152,8 @@ def build() -> None:
         gr.Examples([[p] for p in examples], [image], label="Examples (scikit-image sample photos)")
     with gr.Accordion("Live webcam", open=False):
         gr.Markdown(f"Start the camera (allow the browser to use it): every {LIVE_EVERY:g} s a frame is detected "
-                    f"with the settings above, for up to {LIVE_LIMIT // 60} minutes at a time; start it again to go on.")
+                    f"with the settings above, for up to {LIVE_LIMIT // 60} minutes at a time; start it again to "
+                    "go on.")
         with gr.Row():
             camera = gr.Image(sources=["webcam"], streaming=True, type="pil", label="Webcam", height=LIVE_HEIGHT)
             with gr.Column():

@@ -138,3 +138,58 @@ def open_tab(page):
     """``open_tab("about")`` selects that tab in ``page`` and returns its visible panel (a Locator), so a
     tab's own browser test is: ``panel = open_tab("mytab"); panel.get_by_role("button", ...).click()``."""
     return lambda name: _open_tab(page, name)
+
+
+def write_y4m(photo: str, path: Path, frames: int = 10) -> None:
+    """``photo`` as a video in the YUV4MPEG2 format chromium's fake camera plays (4:2:0, 5 frames a second,
+    looped), each frame shifted 4 pixels further right so that successive frames differ."""
+    import numpy as np
+    from PIL import Image
+    ycc = np.asarray(Image.open(photo).convert("RGB").convert("YCbCr"))
+    h, w = ycc.shape[0] // 2 * 2, ycc.shape[1] // 2 * 2
+    video = [f"YUV4MPEG2 W{w} H{h} F5:1 Ip A1:1 C420jpeg\n".encode()]
+    for i in range(frames):
+        shifted = np.roll(ycc[:h, :w], 4 * i, axis=1)
+        planes = [shifted[..., 0], shifted[::2, ::2, 1], shifted[::2, ::2, 2]]
+        video.append(b"FRAME\n" + b"".join(np.ascontiguousarray(p).tobytes() for p in planes))
+    path.write_bytes(b"".join(video))
+
+
+@pytest.fixture
+def camera_page(browser, app_url, tmp_path):
+    """``page, panel = camera_page(photo, tab)``: the app open on ``tab`` in a second chromium whose camera
+    films ``photo`` (chromium's fake camera, permission granted)."""
+    browsers = []
+
+    def open_with_camera(photo: str, tab: str):
+        video = tmp_path / f"{Path(photo).stem}.y4m"
+        write_y4m(photo, video)
+        camera_browser = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=[
+            *CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={video}"])
+        browsers.append(camera_browser)
+        context = camera_browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["camera"])
+        pg = context.new_page()
+        pg.set_default_timeout(60_000)
+        _track_requests(pg)
+        pg.goto(app_url, wait_until="load")
+        pg.wait_for_selector("[role=tab]")
+        return pg, _open_tab(pg, tab)
+
+    yield open_with_camera
+    for b in browsers:
+        b.close()
+
+
+def wait_for_video(page, panel) -> None:
+    """Until the panel's camera view plays frames (a capture before that would be blank)."""
+    page.wait_for_function("el => [...el.querySelectorAll('video')].some(v => v.readyState >= 2 && v.videoWidth > 0)",
+                           arg=panel.element_handle(), timeout=30_000)
+
+
+def take_snapshot(page, panel) -> None:
+    """Switch the panel's first image input to its camera and take a picture (as a user does)."""
+    panel.get_by_role("button", name="Capture from camera").first.click()
+    panel.get_by_role("button", name="Click to Access Webcam").first.click()
+    wait_for_video(page, panel)
+    panel.get_by_role("button", name="capture photo").first.click()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import weights
-from conftest import save_screenshot, set_slider_number, settle
+from conftest import save_screenshot, set_slider_number, settle, take_snapshot
 from demos import caption as tab
 
 pytestmark = pytest.mark.skipif(not weights.available(tab.NAME), reason="captioner not trained yet")
@@ -45,4 +45,17 @@ def test_example_click_captions_with_the_chosen_beam(page, open_tab):
     page.wait_for_function("el => el.value.length > 3", arg=caption_box.element_handle(), timeout=90_000)
     settle(page)
     assert caption_box.input_value() == tab.caption(paths[0], 1)[0] != tab.caption(paths[0], 3)[0]  # greedy, as set
+    assert not page.locator(".toast-body.error").count()
+
+
+def test_webcam_snapshot_is_captioned(camera_page):
+    """A picture taken with the camera (chromium's fake one, filming the cat example) is captioned at once."""
+    page, panel = camera_page(next(p for p in tab.example_paths() if Path(p).stem == "cat"), "caption")
+    take_snapshot(page, panel)
+    caption_box = panel.get_by_label("Caption")
+    page.wait_for_function("el => el.value.length > 3", arg=caption_box.element_handle(), timeout=90_000)
+    settle(page)
+    shown = caption_box.input_value()
+    assert shown.endswith(".") and len(shown.split()) >= 3
+    assert panel.get_by_role("radio").count() == len(shown.split()) + 1  # its words, for the attention maps
     assert not page.locator(".toast-body.error").count()

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 import weights
-from conftest import save_screenshot, settle
+from conftest import save_screenshot, settle, take_snapshot
 from demos import classify as tab
 
 pytestmark = pytest.mark.skipif(not weights.available("compact-cifar10"), reason="compact weights not trained yet")
@@ -43,4 +43,16 @@ def test_example_click_classifies_with_the_chosen_settings(page, open_tab):
     assert panel.get_by_label("ViT").is_checked() and not panel.get_by_label("Frame the subject first").is_checked()
     filled = [panel.locator(f"#classify-heat-{name} img").count() for name in tab.MODELS.values()]
     assert filled == [0, 0, 1]  # only the chosen model ran
+    assert not page.locator(".toast-body.error").count()
+
+
+def test_webcam_snapshot_is_classified(camera_page):
+    """A picture taken with the camera (chromium's fake one, filming the cat example) is classified at once."""
+    cat = next(p for p in tab.example_paths() if Path(p).stem == "cat")
+    page, panel = camera_page(cat, "classify")
+    take_snapshot(page, panel)
+    page.wait_for_function("el => el.innerText.includes('%')", arg=panel.element_handle(), timeout=90_000)
+    settle(page)
+    results = panel.inner_text().split("What the model sees")[-1]
+    assert "cat" in results
     assert not page.locator(".toast-body.error").count()

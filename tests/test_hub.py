@@ -91,7 +91,8 @@ blocks = app.build_app()
 text = "\\n".join(str(getattr(b, "value", "")) for b in blocks.blocks.values())
 loaded = [type(weights.load(name)).__name__ for name in weights.MODELS]
 print(json.dumps({"app": app.__file__, "weights": str(weights.WEIGHTS_DIR), "loaded": loaded,
-                  "broken_tab": "This tab failed to load" in text, "missing": "models of this tab are unavailable" in text}))
+                  "broken_tab": "This tab failed to load" in text,
+                  "missing": "models of this tab are unavailable" in text}))
 """
 
 
@@ -106,7 +107,8 @@ def test_publish_space_uploads_what_the_app_needs_and_the_upload_serves(tmp_path
                 or f.endswith((".pyc", ".pyi"))]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "ZOO_")) and k != "PYTHONPATH"}
     env.update(HF_ENDPOINT="", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_XET="1", HF_TOKEN="hf_fake_test_token",
-               HF_HUB_CACHE=str(tmp_path / "hf-cache"), NO_PROXY="127.0.0.1,localhost", GRADIO_ANALYTICS_ENABLED="False")
+               HF_HUB_CACHE=str(tmp_path / "hf-cache"), NO_PROXY="127.0.0.1,localhost",
+               GRADIO_ANALYTICS_ENABLED="False")
     with FakeHub() as hub:
         # a Space published before: what is gone from the app now goes from the Space, .gitattributes stays
         hub.repos["spaces/testorg/zoo"] = Repo(files={"old_tab.py": b"x = 1\n", ".gitattributes": b"* -text\n"})
