@@ -134,7 +134,8 @@ def build() -> None:
                 "Or point a webcam at the world: take a snapshot with the Photo box, or open Live webcam below.")
     with gr.Row():
         with gr.Column(scale=1):
-            image = ImageInput(type="pil", label="Photo", image_mode=None, sources=["upload", "webcam", "clipboard"])
+            image = ImageInput(type="pil", label="Photo", image_mode=None,
+                               sources=["upload", "webcam", "clipboard"])
             score = gr.Slider(0.05, 0.95, value=0.3, step=0.05, label="Score threshold")
             nms_iou = gr.Slider(0.1, 0.9, value=0.5, step=0.05, label="NMS IoU threshold",
                                 info="boxes of one class overlapping more than this are merged")

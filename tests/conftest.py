@@ -69,18 +69,24 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser, app_url):
-    """A fresh browser page with the app loaded (wide enough that every tab button is visible)."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
+def _open_app(browser, app_url: str, **context_options):
+    """A new page of ``browser`` (in a context of its own) with the app loaded, wide enough that every tab
+    button is visible."""
+    pg = browser.new_context(viewport={"width": 1400, "height": 1000}, **context_options).new_page()
     pg.set_default_timeout(60_000)
     _track_requests(pg)
     pg.goto(app_url, wait_until="load")
     settle(pg)
     pg.wait_for_selector("[role=tab]")
+    return pg
+
+
+@pytest.fixture
+def page(browser, app_url):
+    """A fresh browser page with the app loaded."""
+    pg = _open_app(browser, app_url)
     yield pg
-    context.close()
+    pg.context.close()
 
 
 def save_screenshot(page, name: str) -> None:
@@ -168,12 +174,7 @@ def camera_page(browser, app_url, tmp_path):
             *CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-video-capture={video}"])
         browsers.append(camera_browser)
-        context = camera_browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["camera"])
-        pg = context.new_page()
-        pg.set_default_timeout(60_000)
-        _track_requests(pg)
-        pg.goto(app_url, wait_until="load")
-        pg.wait_for_selector("[role=tab]")
+        pg = _open_app(camera_browser, app_url, permissions=["camera"])
         return pg, _open_tab(pg, tab)
 
     yield open_with_camera
@@ -183,8 +184,8 @@ def camera_page(browser, app_url, tmp_path):
 
 def wait_for_video(page, panel) -> None:
     """Until the panel's camera view plays frames (a capture before that would be blank)."""
-    page.wait_for_function("el => [...el.querySelectorAll('video')].some(v => v.readyState >= 2 && v.videoWidth > 0)",
-                           arg=panel.element_handle(), timeout=30_000)
+    playing = "el => [...el.querySelectorAll('video')].some(v => v.readyState >= 2 && v.videoWidth > 0)"
+    page.wait_for_function(playing, arg=panel.element_handle(), timeout=30_000)
 
 
 def take_snapshot(page, panel) -> None:
