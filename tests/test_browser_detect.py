@@ -58,7 +58,8 @@ def test_webcam_snapshot_and_live_stream(camera_page):
     live = panel.inner_text().split("Live detections")[-1]
     assert "person x" in live, live
     live_image = panel.locator("img").last
-    assert live_image.evaluate("img => img.naturalWidth") > 0
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=live_image.element_handle(),
+                           timeout=30_000)  # the frame with its boxes has loaded (its src is set before)
     first = live_image.get_attribute("src")
     page.wait_for_function("([img, src]) => img.getAttribute('src') !== src",
                            arg=[live_image.element_handle(), first], timeout=30_000)  # a later frame arrived
