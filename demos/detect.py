@@ -154,7 +154,8 @@ def build() -> None:
     with gr.Accordion("Live webcam", open=False):
         gr.Markdown(f"Start the camera (allow the browser to use it): every {LIVE_EVERY:g} s a frame is detected "
                     f"with the settings above, for up to {LIVE_LIMIT // 60} minutes at a time; start it again to "
-                    "go on.")
+                    "go on. One stream runs at a time: *Waiting* means another visitor's is on, and it ends within "
+                    f"{LIVE_LIMIT // 60} minutes.")
         with gr.Row():
             camera = gr.Image(sources=["webcam"], streaming=True, type="pil", label="Webcam", height=LIVE_HEIGHT)
             with gr.Column():
