@@ -24,6 +24,7 @@ from models.detect import YOLO, YOLOConfig, detect
 
 TAB = "Detection"
 TARGET_MS = 200.0
+LIVE_CASE = "live webcam frame (detect, draw), 640x480"
 
 
 def load() -> tuple[YOLO, bool]:
@@ -54,18 +55,15 @@ def run(repeats: int = 20, threads: int = 1) -> list[dict[str, Any]]:
         f"detect() end to end, {photo.width}x{photo.height} photo": lambda: detect(model, x, threshold),
         f"tab handler (decode, detect, draw), {photo.width}x{photo.height} file": lambda: tab.detect_objects(example, 0.3, 0.5),
         "tab handler, 1600x1200 image": lambda: tab.detect_objects(large, 0.3, 0.5),
-        "live webcam frame (detect, draw), 640x480": lambda: tab.detect_live(frame, 0.3, 0.5),
+        LIVE_CASE: lambda: tab.detect_live(frame, 0.3, 0.5),
     }
-    budgets = {case: TARGET_MS for case in cases}
-    budgets["live webcam frame (detect, draw), 640x480"] = tab.LIVE_EVERY * 1000
     if not shipped:  # the tab loads the registered weights; without them only the model rows can run
         cases = dict(list(cases.items())[:2])
     rows = []
     with torch.no_grad():
         for case, fn in cases.items():
             t = timeit(fn, repeats, warmup=2)
-            budget = budgets[case]
-            what = "target" if budget == TARGET_MS else "frame interval"
+            budget, what = (tab.LIVE_EVERY * 1000, "frame interval") if case == LIVE_CASE else (TARGET_MS, "target")
             rows.append({"tab": TAB, "case": case, **t,
                          "note": f"{base}; {t['median_ms'] / budget:.2f}x the {budget:.0f} ms {what}"})
     return rows

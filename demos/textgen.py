@@ -142,9 +142,9 @@ def build() -> None:
                                   show_legend=False, elem_id="surprisal")
         summary = gr.Markdown()
     inputs = [prompt, temperature, top_k, top_p, max_new, seed, model_choice]
-    event = run.click(generate, inputs, output, api_name="generate", concurrency_limit=2, concurrency_id="textgen")
-    example_event = examples.load_input_event.then(generate, inputs, output, api_name="generate_example",
-                                                   concurrency_limit=2, concurrency_id="textgen")
+    queue = {"concurrency_limit": 2, "concurrency_id": "textgen"}  # one group: the button and the examples
+    event = run.click(generate, inputs, output, api_name="generate", **queue)
+    example_event = examples.load_input_event.then(generate, inputs, output, api_name="generate_example", **queue)
     stop.click(None, cancels=[event, example_event])
     score.click(surprisal, [score_text, model_choice], [heat, summary], api_name="score",
                 concurrency_limit=2, concurrency_id="textgen-score")  # scoring is fast: never queued behind generation

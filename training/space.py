@@ -34,13 +34,13 @@ def space_files(root: Path = ROOT) -> list[str]:
     return sorted(files)
 
 
-def push_space(repo_id: str, private: bool = False, root: Path = ROOT) -> str:
-    """Create (or update) the Gradio Space ``repo_id`` with ``space_files``; returns the commit URL."""
+def push_space(repo_id: str, files: list[str], private: bool = False, root: Path = ROOT) -> str:
+    """Create (or update) the Gradio Space ``repo_id`` with ``files`` (``space_files``); returns the commit URL."""
     from huggingface_hub import HfApi
     api = HfApi()
     api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
     info = api.upload_folder(folder_path=str(root), repo_id=repo_id, repo_type="space",
-                             allow_patterns=space_files(root), delete_patterns="*",
+                             allow_patterns=files, delete_patterns="*",
                              commit_message="Publish the model zoo app")
     return str(getattr(info, "commit_url", info))
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.repo_id or args.repo_id.count("/") != 1:
         fail("give the Space as --repo-id ORG/NAME (or --dry-run to see what would be uploaded)")
     try:
-        print(push_space(args.repo_id, args.private))
+        print(push_space(args.repo_id, files, args.private))
     except Exception as e:  # no token, no network, no permission: one line, not a traceback
         fail(f"could not publish {args.repo_id}: {type(e).__name__}: {e}")
 
