@@ -165,20 +165,20 @@ def generate(dataset: str = "Fashion-MNIST", class_name: str = "sneaker", sample
     what = class_name if labels is not None else "unconditional"
     status = (f"Done: {n_images} {what} image(s), {sampler} {total} steps"
               f"{f', eta {eta:g}' if kind == 'ddim' else ''}, guidance {guidance:g}, seed {seed}. "
-              f"{len(frames)} steps stored for the slider.")
-    slider = gr.Slider(minimum=0, maximum=max(1, len(frames) - 1), value=len(frames) - 1, step=1, interactive=True)
+              f"{len(frames)} of the {total} steps stored for the slider.")
+    slider = gr.Slider(minimum=1, maximum=max(2, total), value=total, step=1, interactive=True)
     yield (side_by_side(final["x_t"], final["x0"]), status, frames, slider, side_by_side(final["x_t"], final["x0"]),
            final["x_t"], write_gif(frames))
 
 
-def scrub(frames: list[dict[str, Any]] | None, index: Any) -> tuple[np.ndarray, str]:
-    """The stored step ``index``: x_t | x_0 side by side, and its caption."""
+def scrub(frames: list[dict[str, Any]] | None, step: Any) -> tuple[np.ndarray, str]:
+    """Sampler step ``step`` (1 = the first): x_t | x_0 side by side, and its caption. Runs of more than
+    MAX_FRAMES steps keep an even spread of them; the nearest stored one is shown."""
     if not frames:
         raise gr.Error("Generate a sample first; the slider then moves through its steps.")
-    i = _number("Stored step", index, integer=False)
-    i = min(max(int(round(i)), 0), len(frames) - 1)
-    total = frames[-1]["step"] + 1
-    return side_by_side(frames[i]["x_t"], frames[i]["x0"]), caption(frames[i], total)
+    wanted = _number("Step", step, integer=False) - 1
+    frame = min(frames, key=lambda f: abs(f["step"] - wanted))
+    return side_by_side(frame["x_t"], frame["x0"]), caption(frame, frames[-1]["step"] + 1)
 
 
 def update_classes(dataset: str) -> Any:
@@ -221,7 +221,7 @@ def build() -> None:
                 gif = gr.Image(label="Trajectory (GIF)", type="filepath", interactive=False)
     with gr.Accordion("Scrub through the steps", open=True):
         frames = gr.State([])
-        scrubber = gr.Slider(0, 1, value=0, step=1, label="Stored step", interactive=True)
+        scrubber = gr.Slider(1, 2, value=1, step=1, label="Show step", interactive=True)
         view = gr.Image(label="x_t (left) and predicted x_0 (right) at the chosen step", type="numpy",
                         interactive=False, format="png")
         view_caption = gr.Markdown()

@@ -13,17 +13,17 @@ def test_stepped_sample_and_scrubbing(page, open_tab):
     set_slider_number(panel, "Number of images", 2)
     panel.get_by_role("button", name="Generate").click()
     page.wait_for_function("el => el.innerText.includes('Done:')", arg=panel.element_handle(), timeout=180_000)
-    assert "20 steps stored" in panel.inner_text()
+    assert "20 of the 20 steps stored" in panel.inner_text()
     assert panel.locator("img").count() >= 3  # the live view, the final grid, the GIF
     assert not page.locator(".toast-body.error").count()
     # the slider jumped to the last stored step (its new range applied) before a user can scrub it
     page.wait_for_function("el => el.innerText.includes('Step 20 of 20')", arg=panel.element_handle(),
                            timeout=60_000)
 
-    set_slider_number(panel, "Stored step", 5)
+    set_slider_number(panel, "Show step", 6)
     page.wait_for_function("el => el.innerText.includes('Step 6 of 20')", arg=panel.element_handle(),
                            timeout=60_000)
-    set_slider_number(panel, "Stored step", 18)
+    set_slider_number(panel, "Show step", 19)
     page.wait_for_function("el => el.innerText.includes('Step 19 of 20')", arg=panel.element_handle(),
                            timeout=60_000)
     save_screenshot(page, "diffusion")

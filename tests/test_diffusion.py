@@ -283,9 +283,12 @@ def test_generate_streams_frames_then_the_final_outputs(tab):
     from PIL import Image
     with Image.open(gif) as im:
         assert im.format == "GIF" and im.n_frames > 10
-    image, text = tab.scrub(frames, 10)
-    assert image.shape == live.shape and "Step 11 of 45" in text
-    assert tab.scrub(frames, 1e9)[1].startswith("Step 45 of 45")  # clamped to the last stored step
+    assert slider.minimum == 1 and slider.maximum == 45 and slider.value == 45  # the slider counts sampler steps
+    image, text = tab.scrub(frames, 11)
+    assert image.shape == live.shape and text.startswith("Step 11 of 45")
+    assert np.array_equal(image, tab.side_by_side(frames[10]["x_t"], frames[10]["x0"]))
+    assert tab.scrub(frames, 1e9)[1].startswith("Step 45 of 45")  # clamped to the last step
+    assert tab.scrub(frames, 0)[1].startswith("Step 1 of 45")
 
 
 def test_generate_is_reproducible_and_keeps_at_most_max_frames(tab, monkeypatch):
@@ -293,6 +296,9 @@ def test_generate_is_reproducible_and_keeps_at_most_max_frames(tab, monkeypatch)
     a = _run(tab, sampler="DDPM", steps=40, seed=5, n_images=2, class_name=tab.ALL_CLASSES)[-1]
     b = _run(tab, sampler="DDPM", steps=40, seed=5, n_images=2, class_name=tab.ALL_CLASSES)[-1]
     assert np.array_equal(a[5], b[5]) and len(a[2]) == 10 and a[2][0]["step"] == 0 and a[2][-1]["step"] == 39
+    assert "10 of the 40 steps stored" in a[1] and a[3].maximum == 40
+    stored = [f["step"] + 1 for f in a[2]]  # 1, 5, 10, ...: a step between them shows the nearest stored one
+    assert tab.scrub(a[2], stored[3] + 1)[1].startswith(f"Step {stored[3]} of 40")
     c = _run(tab, sampler="DDIM", steps=5, seed=5, n_images=1, class_name=tab.UNCONDITIONAL)[-1]
     assert "unconditional" in c[1]
 
