@@ -16,11 +16,11 @@ import weights
 from demos import classify as tab
 from models.classify import (CompactNet, CompactNetConfig, ResNet, ResNetConfig, ViT, ViTConfig,
                              attention_rollout, grad_cam, tta_logits)
-from training.classify import (BATCH_MIXES, Augmented, Lookahead, accuracy_report, build_model, export, fit_input,
-                              load_folder, parse_model_config, predict, read_folder, run_exported)
+from training.classify import (BATCH_MIXES, EXPORT_SUFFIXES, Augmented, Lookahead, accuracy_report, build_model,
+                              export, fit_input, load_folder, parse_model_config, predict, read_folder, run_exported)
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPORT_ATOL = 1e-4  # max |logit difference| allowed between PyTorch and TorchScript / onnxruntime (fp32)
+EXPORT_ATOL = 1e-4  # max |logit difference| allowed between PyTorch and onnxruntime / torch.export / TorchScript (fp32)
 
 
 def small(kind: str) -> torch.nn.Module:
@@ -232,17 +232,18 @@ def test_predict_tta_and_accuracy_report():
     assert report["accuracy"] == 0.75 and report["per_class_accuracy"] == {"0": 1.0, "1": 1.0, "2": 1.0, "3": 0.0}
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx", "pt2"])
 @pytest.mark.parametrize("kind", ["compact", "resnet", "vit"])
 def test_export_matches_pytorch(tmp_path, kind, fmt):
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")
     model = trained_like(small(kind))
-    path = export(model, tmp_path / ("m.onnx" if fmt == "onnx" else "m.pt"), fmt)
-    x = torch.rand(5, 3, 32, 32)  # a batch size other than the one traced with
-    with torch.no_grad():
-        expected = model(x)
-    assert (run_exported(path, x) - expected).abs().max() < EXPORT_ATOL
+    path = export(model, tmp_path / f"m{EXPORT_SUFFIXES[fmt]}", fmt)
+    for batch in (1, 5):  # batch sizes other than the one traced with
+        x = torch.rand(batch, 3, 32, 32)
+        with torch.no_grad():
+            expected = model(x)
+        assert (run_exported(path, x) - expected).abs().max() < EXPORT_ATOL
 
 
 @pytest.mark.parametrize("wide", [True, False])
@@ -347,6 +348,11 @@ def test_evaluate_and_export_cli(tmp_path):
     assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
     r = run("evaluate", "--weights", str(tmp_path / "w"), "--data", str(data), "--frame", str(tmp_path / "w"))
     assert r.returncode == 2 and "is not a detector's weights folder" in r.stderr and "Traceback" not in r.stderr
+    r = run("export", "--weights", str(tmp_path / "w"), "--format", "pt2", "--out", str(tmp_path / "m.pt2"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["max_abs_diff"] < EXPORT_ATOL
+    r = run("export", "--weights", str(tmp_path / "w"), "--format", "pt2", "--out", str(tmp_path / "m.onnx"))
+    assert r.returncode == 2 and "writes a .pt2 file" in r.stderr and "Traceback" not in r.stderr
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     r = run("export", "--weights", str(tmp_path / "w"), "--format", "onnx", "--out", str(tmp_path / "m.onnx"))

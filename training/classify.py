@@ -4,7 +4,7 @@
     python -m training.classify evaluate --weights weights/compact-cifar10 --data ../shared/datasets/cifar10-jpg/test
     python -m training.classify evaluate --weights weights/compact-cifar10 --data data_cache/voc-photos/photos --tta 2  # photos: training.photos
     python -m training.classify evaluate --weights weights/compact-cifar10 --data DIR --tta 2 --frame weights/yolo-voc  # as the tab
-    python -m training.classify export --weights weights/compact-cifar10 --format onnx
+    python -m training.classify export --weights weights/compact-cifar10 --format onnx   # or pt2, torchscript
     python -m training.classify average --weights weights/vit-cifar10 checkpoints/classify-vit/best.pt --out soup
 """
 from __future__ import annotations
@@ -646,20 +646,27 @@ def average_command(args: argparse.Namespace) -> None:
                 "accuracy": report["accuracy"], "accuracy_no_tta": plain})
 
 
+EXPORT_SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".pt"}
+
+
 def export(model: nn.Module, path: str | Path, fmt: str) -> Path:
-    """TorchScript (traced) or ONNX (dynamic batch) file of ``model``; input float (B,3,32,32) in [0,1]."""
+    """An ONNX, torch.export (``pt2``) or traced TorchScript file of ``model``, any batch size; input float
+    (B,3,32,32) in [0,1]. torch.jit warns that TorchScript is deprecated: pt2 is its successor."""
     model = model.eval().to(memory_format=torch.contiguous_format)
     path = Path(path)
     example = torch.rand(2, 3, 32, 32)
     if fmt == "torchscript":
         with torch.no_grad():
             torch.jit.trace(model, example).save(str(path))
+    elif fmt == "pt2":
+        batch = torch.export.Dim.DYNAMIC
+        torch.export.save(torch.export.export(model, (example,), dynamic_shapes=({0: batch},)), str(path))
     elif fmt == "onnx":
         torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
                           dynamo=False)
     else:
-        raise ValueError(f"unknown format {fmt!r}: use torchscript or onnx")
+        raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(EXPORT_SUFFIXES)}")
     return path
 
 
@@ -691,13 +698,16 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calibration: torc
 
 
 def run_exported(path: str | Path, x: torch.Tensor) -> torch.Tensor:
-    """Logits of an exported file (``.pt`` TorchScript or ``.onnx`` via onnxruntime) for float images."""
+    """Logits of an exported file (``.onnx`` via onnxruntime, ``.pt2`` torch.export, ``.pt`` TorchScript) for
+    float images."""
     path = Path(path)
     if path.suffix == ".onnx":
         import onnxruntime as ort
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
     with torch.no_grad():
+        if path.suffix == ".pt2":
+            return torch.export.load(str(path)).module()(x)
         return torch.jit.load(str(path))(x)
 
 
@@ -708,8 +718,10 @@ def export_command(args: argparse.Namespace) -> None:
         missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
         if missing:
             fail(f"ONNX export needs {' and '.join(missing)}: pip install {' '.join(missing)}")
-    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    suffix = EXPORT_SUFFIXES[args.format]
     path = Path(args.out) if args.out else CHECKPOINTS / "exports" / Path(args.weights).name / f"model{suffix}"
+    if path.suffix != suffix:
+        fail(f"--format {args.format} writes a {suffix} file, not {path.name}")
     path.parent.mkdir(parents=True, exist_ok=True)
     export(model, path, args.format)
     x = torch.rand(8, 3, 32, 32)
@@ -792,8 +804,10 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 
 def add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True)
-    p.add_argument("--format", choices=["torchscript", "onnx"], default="onnx")
-    p.add_argument("--out", default=None, help="file (default: checkpoints/exports/<weights name>/model.onnx or .pt)")
+    p.add_argument("--format", choices=list(EXPORT_SUFFIXES), default="onnx",
+                   help="onnx (onnxruntime), pt2 (torch.export: torch.export.load(f).module()) or torchscript")
+    p.add_argument("--out", default=None,
+                   help="file (default: checkpoints/exports/<weights name>/model.onnx, .pt2 or .pt)")
     p.add_argument("--int8", action="store_true", help="also write an int8-quantized ONNX model (*.int8.onnx)")
     p.add_argument("--data", default=str(default_data("cifar10-jpg")), help="CIFAR-10 root for calibration")
 
