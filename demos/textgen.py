@@ -32,7 +32,8 @@ def default_model() -> str:
 
 
 EXAMPLES = [["ROMEO:\n", 0.8, 0, 0.95, 300, 1], ["First Citizen:\nBefore we proceed", 0.6, 20, 1.0, 300, 7],
-            ["KING HENRY:\nNow", 1.0, 0, 0.9, 400, 42], ["", 0.0, 0, 1.0, 200, 0]]
+            ["KING HENRY:\nNow", 1.0, 0, 0.9, 400, 42],
+            ["JULIET:\n", 0.0, 0, 1.0, 200, 0]]  # temperature 0: greedy decoding soon repeats itself
 
 
 def clamp_settings(temperature: float, top_k: float, top_p: float, max_new_tokens: float
