@@ -15,10 +15,13 @@ import weights  # noqa: E402
 
 MAX_FILE_SIZE = "10mb"
 DEFAULT_CONCURRENCY = 2  # per event unless a tab sets its own concurrency_limit
+# Gradio copies every output file into its cache: every hour, delete those older than an hour (examples and
+# default values are kept), so that a long-running server's disk use stays bounded.
+DELETE_CACHE = (3600, 3600)
 
 
 def build_app() -> gr.Blocks:
-    with gr.Blocks(title="Model zoo") as app:
+    with gr.Blocks(title="Model zoo", delete_cache=DELETE_CACHE) as app:
         gr.Markdown("# Model zoo\nDeep-learning models implemented and trained from scratch by this "
                     "project, running on your CPU.")
         with gr.Tabs():

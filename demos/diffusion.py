@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import tempfile
+import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import gradio as gr
@@ -28,7 +30,9 @@ LIMITS = {"steps": (1, 1000), "images": (1, 16), "guidance": (0.0, 10.0), "eta":
 MAX_WORK = 4000       # steps x images per request (about a minute on one CPU core)
 MAX_FRAMES = 100      # steps stored for the scrubber and the GIF
 LIVE_UPDATES = 25     # streamed frames per run
-ZOOM = 4
+ZOOM = 4              # stored frames are 1:1 (a session keeps up to MAX_FRAMES of them); the views are zoomed
+GIF_DIR = Path(tempfile.gettempdir()) / "zoo-diffusion-gifs"
+GIF_KEEP_S = 600      # Gradio copies an output file into its cache at once; older GIFs here are deleted
 MAX_SEED = 2**31 - 1
 
 
@@ -89,8 +93,8 @@ def _labels(dataset: str, class_name: str, n: int, num_classes: int) -> torch.Te
 
 # --------------------------------------------------------------------------- pictures
 
-def to_grid(x: torch.Tensor, cols: int | None = None, zoom: int = ZOOM, pad: int = 2) -> np.ndarray:
-    """(B, C, H, W) floats in [-1, 1] -> one uint8 RGB grid (H', W', 3), nearest-neighbour zoomed."""
+def to_grid(x: torch.Tensor, cols: int | None = None, pad: int = 2) -> np.ndarray:
+    """(B, C, H, W) floats in [-1, 1] -> one uint8 RGB grid (H', W', 3) at the images' own size."""
     x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
@@ -101,12 +105,18 @@ def to_grid(x: torch.Tensor, cols: int | None = None, zoom: int = ZOOM, pad: int
     for i, img in enumerate(x.permute(0, 2, 3, 1).numpy()):
         r, c = divmod(i, cols)
         grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = img
-    return grid.repeat(zoom, 0).repeat(zoom, 1)
+    return grid
 
 
-def side_by_side(x_t: np.ndarray, x0: np.ndarray, gap: int = 12) -> np.ndarray:
+def zoom(grid: np.ndarray, factor: int = ZOOM) -> np.ndarray:
+    """Nearest-neighbour enlargement, so that 28- and 32-pixel images are big enough to see."""
+    return grid.repeat(factor, 0).repeat(factor, 1)
+
+
+def side_by_side(x_t: np.ndarray, x0: np.ndarray, gap: int = 3) -> np.ndarray:
+    """x_t | x_0 grids with a white gap between them, zoomed for display."""
     spacer = np.full((x_t.shape[0], gap, 3), 255, dtype=np.uint8)
-    return np.concatenate([x_t, spacer, x0], axis=1)
+    return zoom(np.concatenate([x_t, spacer, x0], axis=1))
 
 
 def frame_indices(n_steps: int, limit: int = MAX_FRAMES) -> set[int]:
@@ -117,10 +127,18 @@ def frame_indices(n_steps: int, limit: int = MAX_FRAMES) -> set[int]:
 
 
 def write_gif(frames: list[dict[str, Any]], final_hold: int = 8) -> str:
-    """An animated GIF (x_t | x_0 at every stored step, the last one held) in a temporary file."""
+    """An animated GIF (x_t | x_0 at every stored step, the last one held) in GIF_DIR, where GIFs older than
+    GIF_KEEP_S are deleted first."""
     images = [Image.fromarray(side_by_side(f["x_t"], f["x0"])) for f in frames]
     images += [images[-1]] * final_hold
-    path = tempfile.NamedTemporaryFile(prefix="diffusion-", suffix=".gif", delete=False).name
+    GIF_DIR.mkdir(exist_ok=True)
+    for old in GIF_DIR.glob("diffusion-*.gif"):
+        try:
+            if time.time() - old.stat().st_mtime > GIF_KEEP_S:
+                old.unlink()
+        except OSError:  # another request deleted it first
+            pass
+    path = tempfile.NamedTemporaryFile(prefix="diffusion-", suffix=".gif", dir=GIF_DIR, delete=False).name
     images[0].save(path, save_all=True, append_images=images[1:], duration=80, loop=0, optimize=False)
     return path
 
@@ -135,7 +153,8 @@ def caption(frame: dict[str, Any], total: int) -> str:
 def generate(dataset: str = "Fashion-MNIST", class_name: str = "sneaker", sampler: str = "DDIM", steps: Any = 50,
              eta: Any = 0.0, guidance: Any = 3.0, seed: Any = 0, n_images: Any = 4
              ) -> Iterator[tuple[Any, ...]]:
-    """Stream (live x_t | x_0 image, status, stored frames, scrub slider, scrub view, final grid, GIF)."""
+    """Stream (live x_t | x_0 image, status, stored frames, scrub slider, scrub view, final grid, GIF, scrub
+    caption)."""
     if not isinstance(dataset, str) or dataset not in MODELS:
         raise gr.Error(f"Unknown dataset {dataset!r}: choose one of {', '.join(MODELS)}.")
     kind, steps, eta, guidance, n_images, seed = check_settings(sampler, steps, eta, guidance, n_images, seed)
@@ -154,21 +173,23 @@ def generate(dataset: str = "Fashion-MNIST", class_name: str = "sneaker", sample
     shape = (n_images, cfg.in_channels, cfg.image_size, cfg.image_size)
     total = scheduler.num_inference_steps
     skip = gr.skip()
+    # clear the previous run's outputs first, so that nothing on screen mixes two runs (e.g. after Stop)
+    yield skip, f"Sampling: {total} steps ...", [], gr.Slider(minimum=1, maximum=2, value=1), None, None, None, ""
     for st in sample_steps(model, scheduler, labels, shape=shape, guidance=guidance, eta=eta, generator=g):
         last = st.index == total - 1
         if st.index in keep or last:
             frames.append({"step": st.index, "t": st.timestep, "x_t": to_grid(st.x_t), "x0": to_grid(st.x0)})
         if st.index % every == 0 and not last:
-            yield (side_by_side(frames[-1]["x_t"], frames[-1]["x0"]) if frames[-1]["step"] == st.index else skip,
-                   f"Sampling: step {st.index + 1} of {total} (t = {st.timestep}) ...", skip, skip, skip, skip, skip)
+            live = side_by_side(frames[-1]["x_t"], frames[-1]["x0"]) if frames[-1]["step"] == st.index else skip
+            yield (live, f"Sampling: step {st.index + 1} of {total} (t = {st.timestep}) ...", *[skip] * 6)
     final = frames[-1]
     what = class_name if labels is not None else "unconditional"
     status = (f"Done: {n_images} {what} image(s), {sampler} {total} steps"
               f"{f', eta {eta:g}' if kind == 'ddim' else ''}, guidance {guidance:g}, seed {seed}. "
               f"{len(frames)} of the {total} steps stored for the slider.")
     slider = gr.Slider(minimum=1, maximum=max(2, total), value=total, step=1, interactive=True)
-    yield (side_by_side(final["x_t"], final["x0"]), status, frames, slider, side_by_side(final["x_t"], final["x0"]),
-           final["x_t"], write_gif(frames))
+    view = side_by_side(final["x_t"], final["x0"])
+    yield view, status, frames, slider, view, zoom(final["x_t"]), write_gif(frames), caption(final, total)
 
 
 def scrub(frames: list[dict[str, Any]] | None, step: Any) -> tuple[np.ndarray, str]:
@@ -201,7 +222,9 @@ def build() -> None:
         with gr.Column(scale=1):
             dataset = gr.Dropdown(list(MODELS), value=dataset0, label="Dataset")
             class_name = gr.Dropdown(class_choices(dataset0), value="sneaker" if dataset0 == "Fashion-MNIST"
-                                     else "dog", label="Class")
+                                     else "dog", label="Class", allow_custom_value=True)
+            # allow_custom_value: the choices change with the dataset in the browser; an API caller's class
+            # is checked by generate() against the dataset it names
             sampler = gr.Radio(list(SAMPLERS), value="DDIM", label="Sampler")
             steps = gr.Slider(*LIMITS["steps"], value=50, step=1, label="Steps")
             eta = gr.Slider(*LIMITS["eta"], value=0.0, step=0.05, label="eta (DDIM: 0 deterministic, 1 like DDPM)")
@@ -227,8 +250,9 @@ def build() -> None:
         view_caption = gr.Markdown()
     dataset.change(update_classes, dataset, class_name, api_name="diffusion_classes")
     event = run.click(generate, [dataset, class_name, sampler, steps, eta, guidance, seed, n_images],
-                      [live, progress, frames, scrubber, view, grid, gif], api_name="diffusion_generate",
+                      [live, progress, frames, scrubber, view, grid, gif, view_caption], api_name="diffusion_generate",
                       concurrency_limit=1, concurrency_id="diffusion")
-    stop.click(None, cancels=[event])
-    scrubber.change(scrub, [frames, scrubber], [view, view_caption], api_name="diffusion_scrub",
+    stop.click(None, None, progress, js="() => 'Stopped.'", cancels=[event])
+    # .input: only a user's move scrubs; generate() sets the slider, the view and its caption itself
+    scrubber.input(scrub, [frames, scrubber], [view, view_caption], api_name="diffusion_scrub",
                     show_progress="hidden")

@@ -28,6 +28,7 @@ def test_every_listed_tab_is_built():
     assert "This tab failed to load" not in markdown_of(blocks)
     api_names = [fn.api_name for fn in blocks.fns.values()]
     assert "about_models" in api_names and len(api_names) == len(set(api_names))
+    assert blocks.delete_cache == app.DELETE_CACHE  # output files do not pile up on a long-running server
 
 
 def test_a_broken_tab_is_isolated(monkeypatch):

@@ -27,3 +27,23 @@ def test_stepped_sample_and_scrubbing(page, open_tab):
     page.wait_for_function("el => el.innerText.includes('Step 19 of 20')", arg=panel.element_handle(),
                            timeout=60_000)
     save_screenshot(page, "diffusion")
+
+
+def test_stop_says_so_and_clears_the_previous_run(page, open_tab):
+    panel = open_tab("diffusion")
+    set_slider_number(panel, "Steps", 10)
+    set_slider_number(panel, "Number of images", 1)
+    panel.get_by_role("button", name="Generate").click()
+    page.wait_for_function("el => el.innerText.includes('Done:')", arg=panel.element_handle(), timeout=180_000)
+    page.wait_for_function("el => el.innerText.includes('Step 10 of 10')", arg=panel.element_handle(),
+                           timeout=60_000)
+    panel.get_by_role("radio", name="DDPM").check()
+    set_slider_number(panel, "Steps", 1000)
+    panel.get_by_role("button", name="Generate").click()
+    page.wait_for_function("el => el.innerText.includes('Sampling: step')", arg=panel.element_handle(),
+                           timeout=60_000)
+    panel.get_by_role("button", name="Stop").click()
+    page.wait_for_function("el => el.innerText.includes('Stopped.')", arg=panel.element_handle(), timeout=30_000)
+    text = panel.inner_text()
+    assert "Step 10 of 10" not in text and "Done:" not in text  # nothing of the first run is left to mix up
+    assert not page.locator(".toast-body.error").count()

@@ -1,6 +1,7 @@
 """Diffusion: the math of the schedules and samplers against closed forms, the U-Net, the trainer's
 pieces, and the tab's functions (without a browser)."""
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -277,13 +278,21 @@ def test_generate_streams_frames_then_the_final_outputs(tab):
     outs = _run(tab, dataset="Fashion-MNIST", class_name="sneaker", sampler="DDIM", steps=45, eta=0.5,
                 guidance=2.0, seed=3, n_images=3)
     assert len(outs) > 3  # intermediate frames were streamed before the end
-    live, status, frames, slider, view, grid, gif = outs[-1]
+    live, status, frames, slider, view, grid, gif, view_caption = outs[-1]
     assert status.startswith("Done") and len(frames) == 45 and frames[-1]["step"] == 44
     assert live.shape == view.shape and live.dtype == np.uint8 and grid.ndim == 3
     from PIL import Image
     with Image.open(gif) as im:
         assert im.format == "GIF" and im.n_frames > 10
     assert slider.minimum == 1 and slider.maximum == 45 and slider.value == 45  # the slider counts sampler steps
+    first = outs[0]  # the previous run's outputs are cleared before sampling starts
+    assert first[1].startswith("Sampling") and first[2] == [] and first[4:] == (None, None, None, "")
+    assert view_caption.startswith("Step 45 of 45")
+    # frames are kept at the images' size (3 images in one row, 2 px apart); only the views are zoomed
+    size = frames[0]["x_t"].shape[0] - 4
+    h, w = size + 4, 3 * (size + 2) + 2
+    assert frames[0]["x_t"].shape == frames[0]["x0"].shape == (h, w, 3)
+    assert live.shape == (h * tab.ZOOM, (2 * w + 3) * tab.ZOOM, 3) and grid.shape == (h * tab.ZOOM, w * tab.ZOOM, 3)
     image, text = tab.scrub(frames, 11)
     assert image.shape == live.shape and text.startswith("Step 11 of 45")
     assert np.array_equal(image, tab.side_by_side(frames[10]["x_t"], frames[10]["x0"]))
@@ -350,3 +359,14 @@ def test_released_model_draws_the_requested_classes(name, floor):
     assert x.shape == (30, model.config.in_channels, model.config.image_size, model.config.image_size)
     assert torch.isfinite(x).all() and x.abs().max() <= 1.0 and x.std() > 0.2  # images, not a flat field
     assert gen_eval.class_consistency(x, labels, gen_eval.load_evaluator(dataset)) >= floor
+
+
+def test_old_gifs_are_deleted(tab, monkeypatch, tmp_path):
+    monkeypatch.setattr(tab, "GIF_DIR", tmp_path / "gifs")
+    first = _run(tab, steps=3, n_images=1)[-1][6]
+    assert Path(first).parent == tmp_path / "gifs"
+    second = _run(tab, steps=3, n_images=1)[-1][6]
+    assert Path(first).exists() and Path(second).exists()  # a fresh GIF stays (Gradio copies it at once)
+    monkeypatch.setattr(tab, "GIF_KEEP_S", -1)
+    third = _run(tab, steps=3, n_images=1)[-1][6]
+    assert sorted((tmp_path / "gifs").iterdir()) == [Path(third)]

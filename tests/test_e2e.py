@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
@@ -109,3 +110,14 @@ def test_corrupt_weights_give_a_clear_error_while_other_tabs_work(tmp_path):
         if len(outcomes) > 1:  # some model tab is listed: at least one of its endpoints noticed the damage
             assert any(e and "could not load" in e for e in outcomes.values()), outcomes
         check_about(client)  # still answering after the failures
+
+
+def test_diffusion_classes_follow_the_dataset_over_the_api(app_url):
+    """The class dropdown's choices change with the dataset in the browser; an API caller names both at once."""
+    if not weights.available("ddpm-cifar10"):
+        pytest.skip("ddpm-cifar10 not trained yet")
+    client = client_for(app_url)
+    out = client.predict("CIFAR-10", "dog", "DDIM", 2, 0, 3, 0, 1, api_name="/diffusion_generate")
+    assert out[1].startswith("Done: 1 dog image(s), DDIM 2 steps")
+    with pytest.raises(AppError, match="Unknown class 'dog' for Fashion-MNIST"):
+        client.predict("Fashion-MNIST", "dog", "DDIM", 2, 0, 3, 0, 1, api_name="/diffusion_generate")
