@@ -47,7 +47,7 @@ def overlay(rgb: Image.Image, att: torch.Tensor, alpha: float = 0.55) -> Image.I
 def check_settings(beam_size: Any, length_penalty: Any, no_repeat_ngram: Any) -> tuple[int, float, int]:
     try:
         beam, alpha, ngram = int(beam_size), float(length_penalty), int(no_repeat_ngram or 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise gr.Error("Beam size, length penalty and no-repeat n-gram must be numbers.") from None
     if not 1 <= beam <= MAX_BEAM:
         raise gr.Error(f"Beam size must be between 1 and {MAX_BEAM}, got {beam}.")

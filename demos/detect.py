@@ -101,7 +101,8 @@ def detect_objects(image: Any, score: float = 0.3, nms_iou: float = 0.5,
 
 def on_image(image: Any, score: float = 0.3, nms_iou: float = 0.5,
              classes: list[str] | None = None) -> tuple[Image.Image | None, list[list[Any]], str]:
-    """A new photo (uploaded, pasted or an example) is detected at once; a cleared one clears the outputs."""
+    """A new photo (uploaded, pasted or an example) or new settings are detected at once; no photo (cleared, or
+    none yet) clears the outputs."""
     if image is None:
         return None, [], ""
     return detect_objects(image, score, nms_iou, classes)
@@ -164,9 +165,10 @@ def build() -> None:
     common = {"concurrency_limit": 2, "concurrency_id": "detect"}
     run.click(detect_objects, inputs, outputs, api_name="detect", **common)
     image.change(on_image, inputs, outputs, api_name="detect_image", **common)  # upload, example, clear
-    score.release(detect_objects, inputs, outputs, api_name="detect_score", **common)
-    nms_iou.release(detect_objects, inputs, outputs, api_name="detect_nms", **common)
-    classes.input(detect_objects, inputs, outputs, api_name="detect_classes", **common)
+    # a changed setting redetects the photo shown, if any (on_image: no photo yet is no error)
+    score.release(on_image, inputs, outputs, api_name="detect_score", **common)
+    nms_iou.release(on_image, inputs, outputs, api_name="detect_nms", **common)
+    classes.input(on_image, inputs, outputs, api_name="detect_classes", **common)
     # Its own queue slot: one stream holds it for up to LIVE_LIMIT s, and photos must not wait behind it.
     # Browser only: an API call of a stream event would hold that slot LIVE_LIMIT s for one frame's answer;
     # API clients send frames to /detect instead.

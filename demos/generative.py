@@ -143,13 +143,15 @@ def sample_grid(model_choice: str = "VAE", seed: Any = 0, count: Any = 16, class
     if MODELS[model_choice] == "gan-fashion":
         labels = torch.arange(n) % 10 if label is None else torch.full((n,), label)
         images = model.sample(n, labels, generator=g)
-        note = ("Columns cycle through the ten classes." if label is None else f"All of class {class_name}.")
-    else:
-        images = model.sample(n, generator=g)
-        note = "The VAEs are unconditional: z ~ N(0, I), decoder mean shown" + \
-               (" (the class choice applies to the DCGAN only)." if label is not None else ".")
-    return tile(images, 10 if label is None and n >= 10 and MODELS[model_choice] == "gan-fashion"
-                else min(n, 8)), note
+        if label is not None:
+            return tile(images, min(n, 8)), f"All of class {class_name}."
+        note = ("Columns cycle through the ten classes, T-shirt/top first." if n >= 10 else
+                f"One image of each of the first {n} classes, T-shirt/top first.")
+        return tile(images, min(n, 10)), note  # one class per column
+    images = model.sample(n, generator=g)
+    note = "The VAEs are unconditional: z ~ N(0, I), decoder mean shown" + \
+           (" (the class choice applies to the DCGAN only)." if label is not None else ".")
+    return tile(images, min(n, 8)), note
 
 
 @torch.no_grad()

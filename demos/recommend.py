@@ -116,7 +116,7 @@ def _rows(recs: list[dict[str, Any]]) -> list[list[Any]]:
 def _k(k: Any) -> int:
     try:
         k = int(k)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise gr.Error("k must be a whole number.") from None
     if not 1 <= k <= MAX_K:
         raise gr.Error(f"k must be from 1 to {MAX_K}.")
@@ -142,7 +142,7 @@ def _user(user_id: Any) -> int:
     s = service()
     try:
         user = int(user_id)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise gr.Error(f"Enter a user id from 1 to {s.n_users}.") from None
     if not s.is_known(user):
         raise gr.Error(f"Unknown user {user_id}: MovieLens-100K users are 1 to {s.n_users}.")
@@ -164,7 +164,7 @@ def user_history(user_id: Any, n: int = 20) -> tuple[str, list[list[Any]]]:
     elif s.models["mf"] is not None:
         pred = s.scores(user, "mf")[seen]
         order = pred.argsort(descending=True)[:n]
-        rows = [[s.titles[int(seen[j])], s.genres[int(seen[j])], round(float(pred[j]), 2)]
+        rows = [[s.titles[int(seen[j])], s.genres[int(seen[j])], round(s.shown(float(pred[j]), "mf"), 2)]
                 for j in order]
         note = (f"User {user} rated {len(seen)} movies. The ratings themselves are not shipped with the app "
                 "(MovieLens licence), so these are the seen movies the MF model predicts they rated highest:")
@@ -179,6 +179,7 @@ _true_cache: dict[int, dict[int, float]] = {}
 
 def _true_ratings() -> dict[int, dict[int, float]]:
     """{user: {item: rating}} from ../shared/datasets/ml-100k/u.data when it exists, else {}."""
+    global _true_cache
     if not _true_cache:
         from training.movielens import default_path, load_ratings
         if (default_path() / "u.data").is_file():
@@ -186,8 +187,10 @@ def _true_ratings() -> dict[int, dict[int, float]]:
                 data = load_ratings(default_path())
             except Exception:
                 return {}
+            table: dict[int, dict[int, float]] = {}
             for u, i, r in zip(data.users.tolist(), data.items.tolist(), data.ratings.tolist()):
-                _true_cache.setdefault(u + 1, {})[i] = r
+                table.setdefault(u + 1, {})[i] = r
+            _true_cache = table  # built whole, then published: a concurrent call never sees it half-filled
     return _true_cache
 
 
@@ -205,8 +208,12 @@ def similar_movies(movie_id: Any, k: Any = 10) -> list[list[Any]]:
         raise gr.Error("Pick a movie.")
     s = service()
     try:
-        recs = s.similar(int(movie_id), _k(k))
-    except (RecommendError, ValueError, TypeError) as e:
+        movie = int(movie_id)
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error(f"Pick a movie from the list (a MovieLens movie id from 1 to {len(s.titles)}).") from None
+    try:
+        recs = s.similar(movie, _k(k))
+    except (RecommendError, ValueError) as e:
         raise gr.Error(str(e)) from None
     return [[n + 1, r["title"], r["genres"], r["similarity"]] for n, r in enumerate(recs)]
 

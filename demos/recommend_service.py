@@ -113,7 +113,8 @@ class Recommender:
     # -- scoring ----------------------------------------------------------------------------------
     @torch.no_grad()
     def scores(self, user: Any, model: str = "bpr") -> torch.Tensor:
-        """Scores of every item for ``user``: BPR ranking scores, or MF predicted ratings."""
+        """Scores of every item for ``user``: BPR ranking scores, or MF predicted ratings (unclamped, so that
+        they rank; ``shown`` puts a rating on the 1-5 scale)."""
         m = self.models.get(model)
         if m is None:
             raise RecommendError(f"model {model!r} is not available; use one of "
@@ -127,7 +128,12 @@ class Recommender:
             return m.scores_for(m.fold_in(self.liked(user))[None], torch.zeros(1))[0]
         items = torch.tensor(list(r), dtype=torch.long)
         bias, vec = m.fold_in(items, torch.tensor(list(r.values())))
-        return m.scores_for(vec[None], bias[None])[0].clamp(1, 5)
+        return m.scores_for(vec[None], bias[None])[0]
+
+    @staticmethod
+    def shown(score: float, model: str) -> float:
+        """A score as the user sees it: MF predictions clamped to the 1-5 stars they stand for."""
+        return round(min(max(score, 1.0), 5.0) if model == "mf" else score, 4)
 
     def get_recommendations(self, user: Any, k: int = 10, filter_seen: bool = True,
                             model: str = "bpr") -> list[dict[str, Any]]:
@@ -149,7 +155,7 @@ class Recommender:
             top = scores.topk(k_eff)
             liked = self.liked(user)
             reasons = self._reasons(top.indices, liked)
-            result = [self.movie(int(i)) | {"score": round(float(s), 4), "because": because}
+            result = [self.movie(int(i)) | {"score": self.shown(float(s), model), "because": because}
                       for i, s, because in zip(top.indices, top.values, reasons)]
             self._cache.setdefault(user, {})[key] = result
             return [dict(r) for r in result]

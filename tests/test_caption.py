@@ -271,6 +271,8 @@ def test_tab_beam_sizes_and_bad_input(tmp_path):
     assert len(tab.caption(example, beam_size=5)[1]) <= 5
     with pytest.raises(gr.Error, match="Beam size"):
         tab.caption(example, beam_size=0)
+    with pytest.raises(gr.Error, match="must be numbers"):  # int(inf) raises OverflowError, not ValueError
+        tab.caption(example, beam_size=float("inf"))
     with pytest.raises(gr.Error):
         tab.caption(None)
     junk = tmp_path / "junk.png"

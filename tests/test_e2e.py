@@ -121,3 +121,13 @@ def test_diffusion_classes_follow_the_dataset_over_the_api(app_url):
     assert out[1].startswith("Done: 1 dog image(s), DDIM 2 steps")
     with pytest.raises(AppError, match="Unknown class 'dog' for Fashion-MNIST"):
         client.predict("Fashion-MNIST", "dog", "DDIM", 2, 0, 3, 0, 1, api_name="/diffusion_generate")
+
+
+def test_detection_settings_before_any_photo_are_no_error(app_url):
+    """Moving a threshold or picking classes before a photo is there clears the outputs instead of failing."""
+    client = client_for(app_url)
+    for api_name in ("/detect_score", "/detect_nms", "/detect_classes"):
+        annotated, table, summary = client.predict(None, 0.5, 0.5, ["dog"], api_name=api_name)
+        assert annotated is None and summary == "" and not table["data"]
+    with pytest.raises(AppError, match="Please provide an image"):  # the Detect button still asks for one
+        client.predict(None, 0.5, 0.5, [], api_name="/detect")

@@ -206,7 +206,10 @@ def test_prepare_lays_images_out_like_fashion_mnist():
 
 def test_tab_functions(small_models):
     grid, note = tab.sample_grid("DCGAN", 3, 20, tab.ALL_CLASSES)
-    assert grid.size[0] > grid.size[1] and "classes" in note
+    assert grid.size[0] > grid.size[1] and "Columns cycle through the ten classes" in note
+    cell = tab.SIZE * 3 + 2  # one class per column: 9 images are one row of 9, not 8 + a wrapped one
+    grid, note = tab.sample_grid("DCGAN", 3, 9, tab.ALL_CLASSES)
+    assert grid.size == (9 * cell + 2, cell + 2) and note.startswith("One image of each of the first 9 classes")
     assert tab.sample_grid("VAE", 3, 4)[0].size == tab.sample_grid("VAE", 3, 4)[0].size
     assert np.array_equal(np.asarray(tab.sample_grid("VAE", 3, 4)[0]), np.asarray(tab.sample_grid("VAE", 3, 4)[0]))
     seen, recon, notes = tab.reconstruct(sketch_value(), None, "VAE")

@@ -282,6 +282,33 @@ def test_tab_known_user_and_similar(tab) -> None:
     assert len(rows) == 10 and not {r[1] for r in rows} & {h[0] for h in tab.user_history(1, n=1000)[1]}
     sims = tab.similar_movies(_id(tab, "Return of the Jedi (1983)"), 5)
     assert len(sims) == 5 and all(-1 <= r[3] <= 1 for r in sims)
+    # MF predictions rank unclamped (user 1's best is above 5 stars) and are shown on the 1-5 scale
+    rows = tab.recommend_user(1, "mf", 20, True)
+    raw = tab.service().scores(1, "mf")
+    assert raw.max() > 5 and [r[3] for r in rows] == sorted((r[3] for r in rows), reverse=True)
+    assert rows[0][3] == 5.0 and all(1 <= r[3] <= 5 for r in rows)
+
+
+def test_true_ratings_are_published_whole(tab, monkeypatch, tmp_path) -> None:
+    """A concurrent request never sees a half-built {user: {item: rating}} table."""
+    import training.movielens as ml
+    (tmp_path / "u.data").write_text("")
+    seen_during_build = []
+
+    class Slow(list):  # while the table is being built, look at what another request would get
+        def __iter__(self):
+            for n, x in enumerate(list.__iter__(self)):
+                if n == 2:
+                    seen_during_build.append(dict(tab._true_ratings.__globals__["_true_cache"]))
+                yield x
+
+    data = type("D", (), {"users": torch.tensor([0, 0, 1, 1]), "items": torch.tensor([0, 1, 0, 2]),
+                          "ratings": type("R", (), {"tolist": lambda self: Slow([5.0, 3.0, 4.0, 1.0])})()})()
+    monkeypatch.setattr(ml, "default_path", lambda: tmp_path)
+    monkeypatch.setattr(ml, "load_ratings", lambda path: data)
+    monkeypatch.setattr(tab, "_true_cache", {})
+    assert tab._true_ratings() == {1: {0: 5.0, 1: 3.0}, 2: {0: 4.0, 2: 1.0}}
+    assert seen_during_build == [{}]
 
 
 def test_tab_bad_inputs(tab) -> None:
@@ -290,6 +317,8 @@ def test_tab_bad_inputs(tab) -> None:
                  lambda: tab.recommend_user("abc"), lambda: tab.recommend_user(1, "bpr", 0),
                  lambda: tab.similar_movies(None), lambda: tab.similar_movies(99999),
                  lambda: tab.recommend_visitor([1], [["Toy Story (1995)", 9]]),
-                 lambda: tab.recommend_visitor([1], [["Toy Story (1995)", "great"]])):
+                 lambda: tab.recommend_visitor([1], [["Toy Story (1995)", "great"]]),
+                 lambda: tab.recommend_user(float("inf")), lambda: tab.recommend_user(1, "bpr", float("inf")),
+                 lambda: tab.similar_movies(float("inf")), lambda: tab.similar_movies("Star Wars")):
         with pytest.raises(gr.Error):
             call()
