@@ -235,6 +235,14 @@ def letterbox(image: torch.Tensor, size: int, fill: float = 0.5) -> tuple[torch.
     return out, scale, (nh, nw)
 
 
+def to_image_boxes(boxes: torch.Tensor, scale: float, height: int, width: int) -> torch.Tensor:
+    """Letterboxed (x1, y1, x2, y2) boxes back in the original image's pixels, clipped to its borders."""
+    boxes = boxes / scale
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    return boxes
+
+
 @torch.no_grad()
 def detect(model: YOLO, image: torch.Tensor, score_threshold: float | None = None, nms_iou: float | None = None,
            size: int | None = None) -> dict[str, torch.Tensor]:
@@ -243,10 +251,7 @@ def detect(model: YOLO, image: torch.Tensor, score_threshold: float | None = Non
     x, scale, (nh, nw) = letterbox(image, size)
     raw = model(x[None])
     det = model.postprocess(raw, (size, size), score_threshold, nms_iou)[0]
-    boxes = det["boxes"] / scale
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image.shape[-1])
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, image.shape[-2])
-    return {**det, "boxes": boxes}
+    return {**det, "boxes": to_image_boxes(det["boxes"], scale, *image.shape[-2:])}
 
 
 def detect_photo(model: YOLO, image: Image.Image, score_threshold: float | None = None, nms_iou: float | None = None,

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import weights
-from models.detect import YOLO, YOLOConfig, detect, letterbox
+from models.detect import YOLO, YOLOConfig, detect, letterbox, to_image_boxes
 from training import detect as train_detect
 from training.common import default_data
 
@@ -304,3 +304,14 @@ def test_init_continues_a_whole_detector_end_to_end(tmp_path):
     moved = [k for k, v in after.state_dict().items() if not torch.equal(v, before.state_dict()[k])]
     assert any(k.startswith("trunk.") for k in moved) and any(k.startswith("cls_out") for k in moved), moved
     assert f"started from the detector in `{start}`" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_boxes_go_back_to_image_pixels_clipped_to_the_image():
+    """Letterboxed boxes are divided by the scale and clipped to the image, in the tab and in the mAP
+    evaluation alike: an unclipped box of an object cut by the border scored as a false positive."""
+    boxes = torch.tensor([[-45.0, 10.0, 40.0, 50.0], [20.0, 20.0, 300.0, 90.0]])
+    out = to_image_boxes(boxes.clone(), 0.5, height=120, width=200)
+    assert out.tolist() == [[0.0, 20.0, 80.0, 100.0], [40.0, 40.0, 200.0, 120.0]]
+    from torchvision.ops import box_iou
+    truth = torch.tensor([[0.0, 20.0, 80.0, 100.0]])
+    assert box_iou(boxes[:1] / 0.5, truth).item() < 0.5 < box_iou(out[:1], truth).item()

@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import weights
-from models.detect import VOC_CLASSES, YOLO, YOLOConfig, letterbox
+from models.detect import VOC_CLASSES, YOLO, YOLOConfig, letterbox, to_image_boxes
 from training.common import (CHECKPOINTS, ROOT, cli, default_data, fail, from_pretrained, load_weights_folder,
                              print_json, push_to_hub)
 from training.loop import TrainConfig, fit, precision
@@ -295,22 +295,26 @@ def detection_metrics(preds: list[dict[str, torch.Tensor]], gts: list[dict[str, 
 def predict_dataset(model: YOLO, dataset, size: int | None = None, batch: int = 16, limit: int | None = None,
                     score_threshold: float = 0.01, nms_iou: float = 0.5,
                     ) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
-    """Detections (in original pixels) and ground truth for every image of a VOCDetection dataset."""
+    """Detections (in original pixels, clipped to the image as the tab's) and ground truth for every image of a
+    VOCDetection dataset."""
     model.eval()
+    device = next(model.parameters()).device
     size = size or model.config.image_size
     n = len(dataset) if limit is None else min(limit, len(dataset))
     preds, gts = [], []
     for start in tqdm(range(0, n, batch), desc="detecting", leave=False):
-        xs, scales = [], []
+        xs, frames = [], []
         for i in range(start, min(n, start + batch)):
             image, annotation = dataset[i]
             gts.append(parse_target(annotation))
-            x, scale, _ = letterbox(to_tensor(image), size, FILL)
+            pixels = to_tensor(image)
+            x, scale, _ = letterbox(pixels, size, FILL)
             xs.append(x)
-            scales.append(scale)
-        raw = model(torch.stack(xs).contiguous(memory_format=torch.channels_last))
-        for det, scale in zip(model.postprocess(raw, (size, size), score_threshold, nms_iou), scales):
-            preds.append({**det, "boxes": det["boxes"] / scale})
+            frames.append((scale, *pixels.shape[-2:]))
+        raw = model(torch.stack(xs).to(device).contiguous(memory_format=torch.channels_last))
+        for det, frame in zip(model.postprocess(raw, (size, size), score_threshold, nms_iou), frames):
+            det = {k: v.cpu() for k, v in det.items()}
+            preds.append({**det, "boxes": to_image_boxes(det["boxes"], *frame)})
     return preds, gts
 
 
@@ -400,14 +404,17 @@ def train(args: argparse.Namespace) -> None:
         blob = cache_features(model, data, args.views, args.seed, CACHE / f"voc-trunk-{key}.pt")
         train_data: Any = CachedViews(blob, len(data))
         val_n = min(args.val_images, len(val_set))
-        val_feats, val_gts, val_scales = [], [], []
+        val_feats, val_gts, val_frames = [], [], []
+        model.eval()  # the frozen trunk's BatchNorm uses its running statistics (cache_features may not have run)
         with torch.no_grad():  # the selection subset of val, cached the same way (plain views)
             for i in tqdm(range(val_n), desc="val features", leave=False):
                 image, annotation = val_set[i]
-                x, scale, _ = letterbox(to_tensor(image), args.size, FILL)
-                val_feats.append(model.features(x[None].contiguous(memory_format=torch.channels_last))[0].half())
+                pixels = to_tensor(image)
+                x, scale, _ = letterbox(pixels, args.size, FILL)
+                x = x[None].to(next(model.parameters()).device).contiguous(memory_format=torch.channels_last)
+                val_feats.append(model.features(x)[0].half().cpu())
                 val_gts.append(parse_target(annotation))
-                val_scales.append(scale)
+                val_frames.append((scale, *pixels.shape[-2:]))
     else:
         train_data = AugmentedImages(data, args.seed, args.multiscale)
     print(f"data ready after {(time.time() - t0) / 60:.1f} min", flush=True)
@@ -429,9 +436,11 @@ def train(args: argparse.Namespace) -> None:
         else:
             preds = []
             for start in range(0, len(val_feats), 32):
-                raw = forward(m, torch.stack(val_feats[start:start + 32]).float())
-                dets = m.postprocess(raw, (args.size, args.size), 0.01, 0.5)
-                preds += [{**d, "boxes": d["boxes"] / s} for d, s in zip(dets, val_scales[start:start + 32])]
+                raw = forward(m, torch.stack(val_feats[start:start + 32]).to(next(m.parameters()).device).float())
+                dets = [{k: v.cpu() for k, v in d.items()}
+                        for d in m.postprocess(raw, (args.size, args.size), 0.01, 0.5)]
+                frames = val_frames[start:start + 32]
+                preds += [{**d, "boxes": to_image_boxes(d["boxes"], *f)} for d, f in zip(dets, frames)]
             gts = val_gts
         r = detection_metrics(preds, gts, m.classes)
         return {"map50": r["map50"], "map50_voc07": r["map50_voc07"]}
