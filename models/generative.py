@@ -15,6 +15,8 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from models import randn
+
 IMAGE_SIZE = 28
 
 
@@ -91,7 +93,7 @@ class VAE(nn.Module, PyTorchModelHubMixin):
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
                        ) -> torch.Tensor:
         """z = mu + sigma * eps, eps ~ N(0, I): a sample that gradients flow through to mu and sigma."""
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        eps = randn(mu.shape, generator, mu.device, mu.dtype)
         return mu + (0.5 * logvar).exp() * eps
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -112,7 +114,7 @@ class VAE(nn.Module, PyTorchModelHubMixin):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        z = torch.randn(n, self.latent_dim, generator=generator, device=self.decoder[0].weight.device)
+        z = randn((n, self.latent_dim), generator, self.decoder[0].weight.device)
         return self.decode(z)
 
     @torch.no_grad()
@@ -124,7 +126,7 @@ class VAE(nn.Module, PyTorchModelHubMixin):
         std = (0.5 * logvar).exp()
         out = []
         for _ in range(samples):
-            eps = torch.randn(mu.shape, generator=generator, device=mu.device)
+            eps = randn(mu.shape, generator, mu.device)
             z = mu + std * eps
             log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
             log_qz = -0.5 * (eps.pow(2) + logvar + math.log(2 * math.pi)).sum(-1)
@@ -210,7 +212,7 @@ class DCGAN(nn.Module, PyTorchModelHubMixin):
         return self.config.num_classes > 0
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(n, self.config.noise_dim, generator=generator, device=self.generator.fc[0].weight.device)
+        return randn((n, self.config.noise_dim), generator, self.generator.fc[0].weight.device)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.generator(z, y)

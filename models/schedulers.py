@@ -18,6 +18,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from models import randn
+
 
 def make_betas(schedule: str, num_train_timesteps: int) -> torch.Tensor:
     """float64 betas: ``linear`` (DDPM's 1e-4..0.02, rescaled to T) or ``cosine`` (Nichol & Dhariwal)."""
@@ -77,7 +79,7 @@ class NoiseSchedule:
 
     def abar(self, t: int | torch.Tensor) -> torch.Tensor:
         """alpha-bar at t (1 at t = -1, the clean image)."""
-        t = torch.as_tensor(t)
+        t = torch.as_tensor(t).cpu()  # the table stays on the CPU; _bcast moves values to the data's device
         return torch.where(t >= 0, self.alphas_cumprod[t.clamp(min=0)], torch.ones((), dtype=torch.float64))
 
     def _bcast(self, v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -137,7 +139,7 @@ class DDPMScheduler(NoiseSchedule):
         x0, _ = self._x0_and_eps(model_output, t, sample)
         mean, var = self.posterior(x0, sample, t, t_prev)
         if t_prev >= 0:
-            noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+            noise = randn(sample.shape, generator, sample.device, sample.dtype)
             mean = mean + var.sqrt() * noise
         return StepOutput(mean, x0)
 
@@ -155,7 +157,7 @@ class DDIMScheduler(NoiseSchedule):
         direction = (1 - a_prev - sigma ** 2).clamp(min=0).sqrt()
         prev = a_prev.sqrt().to(sample.dtype) * x0 + direction.to(sample.dtype) * eps
         if eta > 0 and t_prev >= 0:
-            noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+            noise = randn(sample.shape, generator, sample.device, sample.dtype)
             prev = prev + sigma.to(sample.dtype) * noise
         return StepOutput(prev, x0)
 
@@ -178,6 +180,7 @@ def guided_eps(model: nn.Module, x: torch.Tensor, t: int, labels: torch.Tensor |
     w = 1 is the plain conditional model, w = 0 the unconditional one; ``labels=None`` is unconditional."""
     tt = torch.full((len(x),), t, dtype=torch.long, device=x.device)
     null = torch.full_like(tt, null_class)
+    labels = labels.to(x.device) if labels is not None else None
     if labels is None or guidance == 0:
         return model(x, tt, null)
     if guidance == 1:
@@ -201,7 +204,7 @@ def sample_steps(model: nn.Module, scheduler: NoiseSchedule, labels: torch.Tenso
     """Run the sampler from pure noise, yielding every step; the last ``x_t`` is the sample in [-1, 1]."""
     null_class = model.config.num_classes if null_class is None else null_class
     device = next(model.parameters()).device
-    x = noise if noise is not None else torch.randn(shape, generator=generator, device=device)
+    x = noise.to(device) if noise is not None else randn(shape, generator, device)
     for i, t in enumerate(scheduler.timesteps.tolist()):
         eps = guided_eps(model, x, t, labels, guidance, null_class)
         out = scheduler.step(eps, t, x, generator=generator, eta=eta)

@@ -123,7 +123,9 @@ def extract(model: Captioner, folder: Path, names: list[str], batch_size: int = 
 def encode(model: Captioner, images: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
     """Encoder grids of uint8 images (N, 3, S, S) already in memory, (N, grid*grid, channels) fp16."""
     model.eval()
-    return torch.cat([model.features(to_input(chunk)).float() for chunk in images.split(batch_size)]).half()
+    device = next(model.parameters()).device
+    return torch.cat([model.features(to_input(chunk.to(device))).float().cpu()
+                      for chunk in images.split(batch_size)]).half()
 
 
 def cached_images(data: Flickr8k, names: list[str], size: int) -> torch.Tensor:

@@ -132,8 +132,10 @@ def denoising_loss(net: UNet, schedule: NoiseSchedule, x0: torch.Tensor, labels:
     g = torch.Generator().manual_seed(seed)
     t = torch.randint(0, schedule.num_train_timesteps, (len(x0),), generator=g)
     noise = torch.randn(x0.shape, generator=g)
+    device = next(net.parameters()).device
     total = 0.0
-    for xs, ys, ts, ns in zip(x0.split(256), labels.split(256), t.split(256), noise.split(256)):
+    for chunk in zip(x0.split(256), labels.split(256), t.split(256), noise.split(256)):
+        xs, ys, ts, ns = (c.to(device) for c in chunk)
         total += float(F.mse_loss(net(schedule.add_noise(xs, ns, ts), ts, ys), schedule.training_target(xs, ns, ts),
                                   reduction="sum"))
     return total / noise.numel()

@@ -51,6 +51,8 @@ class Windows(Dataset):
         self.ids, self.block = ids, block
 
     def __len__(self) -> int:
+        # One window short of all (len - block): the last id is never a target. Kept, because the shipped
+        # weights were trained with this length and the sampler's order depends on it (1 id in ~1M).
         return len(self.ids) - self.block - 1
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,6 +64,7 @@ class Windows(Dataset):
 def mean_loss(model: torch.nn.Module, ids: torch.Tensor, block: int, batch: int = 32) -> float:
     """Mean next-character cross-entropy (nats, fp32) over non-overlapping windows covering ``ids``."""
     model.eval()
+    ids = ids.to(next(model.parameters()).device)
     n = (len(ids) - 1) // block
     x = ids[:n * block].view(n, block)
     y = ids[1:n * block + 1].view(n, block)

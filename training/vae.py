@@ -83,8 +83,9 @@ def elbo_report(model: VAE, images: torch.Tensor, iw_samples: int = 0, seed: int
     model.eval()
     g = torch.Generator().manual_seed(seed)
     sums = {"recon": 0.0, "kl": 0.0, "mse": 0.0, "iw": 0.0}
+    device = next(model.parameters()).device
     for chunk in images.split(batch_size):
-        x = to_unit(chunk)
+        x = to_unit(chunk).to(device)
         mu, logvar = model.encode(x)
         z = model.reparameterize(mu, logvar, generator=g)
         sums["recon"] += float(bernoulli_nll(model.decode_logits(z), x).sum())
@@ -120,15 +121,17 @@ def sample_quality(samples: torch.Tensor, labels: torch.Tensor | None = None,
     key = str(data)
     if key not in _REAL:
         _REAL[key] = real_features("fashion", root=data)
+    floor = f"{key} train {len(samples)}"  # the real-vs-real floor, with as many training images as samples
+    if floor not in _REAL:
         train_images, _ = load_images("train", data)
         pick = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(1))[:len(samples)]
-        _REAL[key + "train"] = features(to_unit(train_images[pick]) * 2 - 1, evaluator)
+        _REAL[floor] = features(to_unit(train_images[pick]) * 2 - 1, evaluator)
     signed = samples * 2 - 1  # the evaluator reads [-1, 1]
     pred = predict_logits(signed, evaluator).softmax(1)
     counts = torch.bincount(pred.argmax(1), minlength=pred.shape[1]).tolist()
     out: dict[str, Any] = {
         "fd": frechet_distance(_REAL[key], features(signed, evaluator)),
-        "fd_real": frechet_distance(_REAL[key], _REAL[key + "train"]),
+        "fd_real": frechet_distance(_REAL[key], _REAL[floor]),
         "mean_confidence": float(pred.amax(1).mean()),
         "confidence_histogram": confidence_histogram(signed, evaluator),
         "predicted_class_counts": counts,
