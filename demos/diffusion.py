@@ -4,6 +4,7 @@ guess of the clean image x_0 side by side; the final grid and a GIF of the whole
 from __future__ import annotations
 
 import math
+import reprlib
 import tempfile
 import time
 from pathlib import Path
@@ -87,7 +88,8 @@ def _labels(dataset: str, class_name: str, n: int, num_classes: int) -> torch.Te
     if class_name == ALL_CLASSES:
         return torch.arange(n) % num_classes
     if class_name not in names:
-        raise gr.Error(f"Unknown class {class_name!r} for {dataset}: choose one of {', '.join(names)}.")
+        # reprlib: an API caller's megabyte string is not echoed back whole
+        raise gr.Error(f"Unknown class {reprlib.repr(class_name)} for {dataset}: choose one of {', '.join(names)}.")
     return torch.full((n,), names.index(class_name), dtype=torch.long)
 
 
