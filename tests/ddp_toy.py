@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -25,7 +26,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--fast-clock-rank", type=int, default=None,
+                        help="this rank's clock runs twice as fast (as if its time budget ran out first)")
+    parser.add_argument("--step-sleep", type=float, default=0.0)
     args = parser.parse_args()
+    if args.fast_clock_rank is not None and int(os.environ.get("RANK", 0)) == args.fast_clock_rank:
+        import training.loop as loop
+        t0, real = time.time(), time.time
+        loop.time = type("FastClock", (), {"time": staticmethod(lambda: t0 + 2 * (real() - t0))})
     torch.set_num_threads(1)
     train, val = regression_data(128, seed=0), regression_data(64, seed=1)
     torch.manual_seed(0)
@@ -33,6 +42,7 @@ def main() -> None:
     losses: list[float] = []
 
     def record(step: int, loss: float) -> None:  # the mean of the ranks' losses = the global batch's loss
+        time.sleep(args.step_sleep)
         t = torch.tensor(loss, dtype=torch.float64)
         if dist.is_initialized():
             dist.all_reduce(t)
@@ -40,11 +50,12 @@ def main() -> None:
         losses.append(t.item())
 
     cfg = TrainConfig(steps=args.steps, batch_size=16, lr=3e-2, warmup_steps=3, eval_every=10, bf16=False,
-                      shuffle=False, seed=0, out_dir=str(Path(args.out).with_suffix("")) + "_run")
+                      shuffle=False, seed=0, out_dir=str(Path(args.out).with_suffix("")) + "_run",
+                      max_minutes=args.max_minutes)
     result = fit(model, train, mse_loss, cfg, evaluate=full_mse(val), on_step=record)
     if is_main():
         Path(args.out).write_text(json.dumps({
-            "world_size": world_size(), "losses": losses, "history": result.history,
+            "world_size": world_size(), "losses": losses, "history": result.history, "steps_done": result.steps_done,
             "weights": {k: v.tolist() for k, v in model.state_dict().items()},
             "rank_env": os.environ.get("RANK")}))
     if dist.is_initialized():

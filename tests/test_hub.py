@@ -17,6 +17,7 @@ from fake_hub import FakeHub
 from toys import TinyConfig, TinyNet
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 
 
 def client(hub: FakeHub, cache: Path, *args: str) -> dict:
@@ -137,3 +138,22 @@ def test_publish_space_uploads_what_the_app_needs_and_the_upload_serves(tmp_path
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert Path(out["app"]).parent == folder and Path(out["weights"]).parent == folder
     assert len(out["loaded"]) == len(weights.MODELS) and not out["broken_tab"] and not out["missing"]
+
+
+def test_push_errors_are_one_line_and_come_before_training(tmp_path, tiny_folder):
+    folder, _ = tiny_folder
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_TOKEN="hf_fake_test_token", HF_HUB_DISABLE_TELEMETRY="1",
+               GRADIO_ANALYTICS_ENABLED="False", NO_PROXY="127.0.0.1")  # port 9: nothing listens there
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "training.vae", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+    cases = [(("push", "--weights", str(folder), "--repo-id", "bad id/x/y"), "bad Hub repo id 'bad id/x/y'"),
+             (("push", "--weights", str(tmp_path / "nowhere"), "--repo-id", "org/ok"), "is not a weights folder"),
+             (("push", "--weights", str(folder), "--repo-id", "org/ok"), "could not push"),
+             (("--push-to-hub", "bad id", "--steps", "1"), "bad Hub repo id")]  # refused before any training
+    for args, message in cases:
+        proc = run(*args)
+        assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

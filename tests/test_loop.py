@@ -195,3 +195,73 @@ def test_precision_names_what_autocast_will_do():
     from training.loop import bf16_fast, pick_device, precision
     assert precision(False) == "fp32"
     assert precision(True) == ("bf16 autocast" if bf16_fast(pick_device()) else "fp32")
+
+
+def test_resume_restores_python_and_numpy_random_streams(tmp_path):
+    """A loss that draws from Python's and NumPy's global RNGs (augmentations may) resumes exactly."""
+    import random
+
+    import numpy as np
+
+    def noisy_loss(model, batch):
+        x, y = batch
+        jitter = random.random() + float(np.random.rand())
+        return nn.functional.mse_loss(model(x * (1 + 0.1 * jitter)).float(), y)
+
+    train = regression_data(200, seed=0)
+    full = new_model()
+    fit(full, train, noisy_loss, config(tmp_path / "a", steps=30, eval_every=10))
+
+    def crash_at_15(step: int, loss: float) -> None:
+        if step == 15:
+            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError):
+        fit(new_model(), train, noisy_loss, config(tmp_path / "b", steps=30, eval_every=10), on_step=crash_at_15)
+    resumed = new_model(seed=7)
+    fit(resumed, train, noisy_loss, config(tmp_path / "b", steps=30, eval_every=10))
+    for k, v in state_copy(full).items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=1e-6)
+
+
+def test_non_finite_metrics_never_count_as_best(tmp_path):
+    states: list[dict] = []
+    result = fit(new_model(), regression_data(64), mse_loss, config(tmp_path, steps=40, eval_every=10),
+                 evaluate=scripted_eval([float("nan"), 0.5, float("inf"), 0.1], states))
+    assert result.best_metric == 0.1 and result.best_step == 40
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["step"] == 40
+
+
+def test_early_stopped_run_stays_done_and_patience_zero_is_off(tmp_path):
+    evaluate = scripted_eval([1.0, 2.0, 3.0, 0.5, 0.1] * 4, [])
+    first = fit(new_model(), regression_data(64), mse_loss,
+                config(tmp_path, steps=1000, eval_every=10, patience=2), evaluate=evaluate)
+    again = fit(new_model(), regression_data(64), mse_loss,
+                config(tmp_path, steps=1000, eval_every=10, patience=2), evaluate=evaluate)
+    assert first.stopped_early and again.stopped_early and again.steps_done == first.steps_done == 30
+    never = fit(new_model(), regression_data(64), mse_loss,
+                config(tmp_path / "zero", steps=50, eval_every=10, patience=0), evaluate=evaluate)
+    assert not never.stopped_early and never.steps_done == 50
+
+
+def test_a_fresh_run_ignores_an_old_best_checkpoint(tmp_path):
+    old = new_model(seed=5)
+    atomic_save({"model": old.state_dict(), "step": 99, "metric": 0.0}, tmp_path / "run" / "best.pt")
+    model = new_model()
+    before = state_copy(model)
+    result = fit(model, regression_data(64), mse_loss, config(tmp_path, steps=0, resume=False))
+    assert result.steps_done == 0 and result.best_metric is None
+    for k, v in before.items():
+        torch.testing.assert_close(model.state_dict()[k], v)
+
+
+def test_onecycle_keeps_each_groups_learning_rate_scale():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    cfg = TrainConfig(steps=20, lr=0.1, warmup_steps=5, schedule="onecycle")
+    opt = make_optimizer(model, cfg, lr_scales={"1.": 0.1})
+    sched = make_scheduler(opt, cfg)
+    peaks = [0.0] * len(opt.param_groups)
+    for _ in range(cfg.steps):
+        peaks = [max(p, g["lr"]) for p, g in zip(peaks, opt.param_groups)]
+        opt.step()
+        sched.step()
+    assert sorted(round(p, 6) for p in peaks) == [0.01, 0.01, 0.1, 0.1]

@@ -43,13 +43,29 @@ def print_json(metrics: dict[str, Any]) -> None:
     print(json.dumps(finite_or_none(metrics), sort_keys=False, allow_nan=False), flush=True)
 
 
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` if it is a valid Hub id (``name`` or ``org/name``), else a one-line CLI error."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        fail(f"bad Hub repo id {repo_id!r}: {str(e).splitlines()[0]}")
+    return repo_id
+
+
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
-    """Publish a trained weights folder (config, safetensors, model card) as a Hub model repo."""
+    """Publish a trained weights folder (config, safetensors, model card) as a Hub model repo; a bad folder,
+    repo id, token or network is a one-line error."""
     from huggingface_hub import HfApi
+    folder = check_weights_folder(folder)
+    check_repo_id(repo_id)
     api = HfApi()
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                             allow_patterns=["config.json", "model.safetensors", "README.md"])
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                                 allow_patterns=["config.json", "model.safetensors", "README.md"])
+    except Exception as e:  # HTTP errors, no token, no network: the folder is safe, say why it did not go
+        fail(f"could not push {folder} to {repo_id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     return str(getattr(info, "commit_url", info))
 
 
@@ -78,6 +94,9 @@ def cli(description: str, add_train_args: Callable[[argparse.ArgumentParser], No
     if not argv or (argv[0] not in sub.choices and argv[0] not in ("-h", "--help")):
         argv = ["train", *argv]
     args = parser.parse_args(argv)
+    for repo_id in (getattr(args, "push_to_hub", None), getattr(args, "repo_id", None)):
+        if repo_id is not None:  # before training, not after it
+            check_repo_id(repo_id)
     set_threads(getattr(args, "threads", None))
     if args.command == "push":
         print(push_to_hub(args.weights, args.repo_id))

@@ -42,7 +42,7 @@ class TrainConfig:
     eval_every: int = 200             # steps between evaluations (and checkpoints)
     monitor: str = "val_loss"         # metric used for best-model selection and early stopping
     mode: str = "min"                 # min | max
-    patience: int | None = None       # evaluations without improvement before stopping
+    patience: int | None = None       # evaluations without improvement before stopping (None or 0: never)
     max_minutes: float | None = None  # wall-clock budget: checkpoint and stop cleanly when spent
     compile: bool = False             # torch.compile the training forward (evaluation stays eager)
     seed: int = 0
@@ -167,8 +167,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig,
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=cfg.steps,
+        return torch.optim.lr_scheduler.OneCycleLR(  # each group peaks at its own lr (make_optimizer's lr_scales)
+            opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=cfg.steps,
             pct_start=max(cfg.warmup_steps / cfg.steps, 1e-3), anneal_strategy="cos")
 
     def factor(step: int) -> float:
@@ -177,6 +177,8 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.
         if cfg.schedule == "constant":
             return 1.0
         if cfg.schedule == "cosine":
+            # (the peak is used twice and the last step stays just above min_lr_ratio; kept as it is, because
+            # the shipped weights were trained with it)
             progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
             return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
         raise ValueError(f"unknown schedule {cfg.schedule!r}: use cosine, onecycle or constant")
@@ -198,6 +200,27 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random stream a run may draw from (torch CPU and CUDA, Python, NumPy), as checkpointable values."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict[str, Any] | torch.Tensor) -> None:
+    if isinstance(state, torch.Tensor):  # checkpoints written before the other streams were saved
+        torch.set_rng_state(state)
+        return
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -271,7 +294,7 @@ def fit(model: nn.Module, train_data: Dataset, loss_fn: Callable[[nn.Module, Any
     opt = optimizer or make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg)
     step, best, best_step, history, epoch, batch_in_epoch = 0, None, 0, [], 0, 0
-    stale, running = 0, None
+    stale, running, stopped_early = 0, None, False
     if cfg.resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
@@ -281,7 +304,8 @@ def fit(model: nn.Module, train_data: Dataset, loss_fn: Callable[[nn.Module, Any
         history, epoch = state["history"], state["epoch"]
         batch_in_epoch, stale, running = (state.get("batch_in_epoch", 0), state.get("stale", 0),
                                           state.get("running"))
-        torch.set_rng_state(state["rng"])
+        stopped_early = state.get("stopped_early", False)  # a rerun of a finished early-stopped job stays done
+        set_rng_state(state["rng"])
         if is_main():
             tqdm.write(f"resumed from {ckpt_path} at step {step}")
 
@@ -314,19 +338,19 @@ def fit(model: nn.Module, train_data: Dataset, loss_fn: Callable[[nn.Module, Any
         state = {"model": _unwrap(train_model).state_dict(), "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(), "step": step, "best": best, "best_step": best_step,
                  "history": history, "epoch": order.epoch, "batch_in_epoch": order.consumed,
-                 "stale": stale, "running": running, "rng": torch.get_rng_state(),
+                 "stale": stale, "running": running, "rng": rng_state(), "stopped_early": stopped_early,
                  "config": json.dumps(asdict(cfg))}
         state.update(extra or {})
         atomic_save(state, path)
 
     better = (lambda a, b: a < b) if cfg.mode == "min" else (lambda a, b: a > b)
-    start, stopped_early = time.time(), False
+    start = time.time()
     bar = tqdm(total=cfg.steps, initial=step, disable=not is_main(), dynamic_ncols=True)
     batches = _batches(loader, order)
     # The compiled module shares the parameters; state dicts and evaluation use the eager one.
     forward_model = torch.compile(train_model) if cfg.compile else train_model
     train_model.train()
-    while step < cfg.steps:
+    while step < cfg.steps and not stopped_early:
         batch = to_device(next(batches), device)
         with autocast(device, cfg.bf16):
             loss = loss_fn(forward_model, batch)
@@ -350,6 +374,10 @@ def fit(model: nn.Module, train_data: Dataset, loss_fn: Callable[[nn.Module, Any
             writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
 
         out_of_time = cfg.max_minutes is not None and (time.time() - start) / 60 > cfg.max_minutes
+        if distributed and cfg.max_minutes is not None:  # every process stops at the same step, or DDP hangs
+            flag = torch.tensor(int(out_of_time), device=device if dist.get_backend() == "nccl" else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            out_of_time = bool(flag.item())
         if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
             record: dict[str, float] = {"step": step, "train_loss": running,
                                         "minutes": (time.time() - start) / 60}
@@ -362,11 +390,13 @@ def fit(model: nn.Module, train_data: Dataset, loss_fn: Callable[[nn.Module, Any
             metric = record.get(cfg.monitor, record["train_loss"] if evaluate is None else None)
             if metric is None:
                 raise KeyError(f"evaluate() returned no {cfg.monitor!r}; it returned {sorted(record)}")
-            improved = best is None or better(metric, best)
+            # a NaN/inf metric never counts as best, and any finite one beats a non-finite best
+            improved = math.isfinite(metric) and (best is None or not math.isfinite(best) or better(metric, best))
             if improved:
                 best, best_step, stale = metric, step, 0
             else:
                 stale += 1
+            stopped_early = bool(cfg.patience) and stale >= cfg.patience
             if is_main():
                 bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                    for k, v in record.items()))
@@ -378,17 +408,14 @@ def fit(model: nn.Module, train_data: Dataset, loss_fn: Callable[[nn.Module, Any
                                  "metric": metric}, best_path)
                 save(ckpt_path)
                 (out / "history.json").write_text(json.dumps(history, indent=1))
-            if cfg.patience is not None and stale >= cfg.patience:
-                stopped_early = True
-                break
-            if out_of_time:
+            if stopped_early or out_of_time:
                 break
     bar.close()
     if writer:
         writer.close()
     if distributed:
         dist.barrier()
-    if best_path.exists():
+    if best is not None and best_path.exists():  # only a best this run (or the run it resumes) wrote
         model.load_state_dict(load_checkpoint(best_path)["model"])
     return TrainResult(best_metric=best, best_step=best_step, steps_done=step, history=history,
                        stopped_early=stopped_early, minutes=(time.time() - start) / 60)

@@ -192,7 +192,7 @@ def save(model: Any, folder: str | Path, half: bool = True) -> None:
         model.save_pretrained(tmp)
         weights = Path(tmp) / "model.safetensors"
         if half:  # fp16 halves the size; tensors outside fp16's range stay fp32
-            tensors = {k: v.half() if v.is_floating_point() and v.abs().max() < 6e4 else v
+            tensors = {k: v.half() if v.is_floating_point() and (v.numel() == 0 or v.abs().max() < 6e4) else v
                        for k, v in load_file(weights).items()}
             save_file(tensors, weights, metadata={"format": "pt"})
         json.loads((Path(tmp) / "config.json").read_text())  # fail loudly on an unserializable config
