@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from demos.common import ImageInput, image_examples, load_model, to_rgb, weights_status
+from demos.common import ImageInput, SliderInput, image_examples, load_model, to_rgb, weights_status
 
 TITLE = "Captioning"
 NAME = "captioner-flickr8k"
@@ -115,11 +115,11 @@ def build() -> None:
         with gr.Column(scale=1):
             image = ImageInput(type="filepath", label="Image", image_mode=None,
                                sources=["upload", "webcam", "clipboard"])
-            beam = gr.Slider(1, MAX_BEAM, value=3, step=1, label="Beam size (1 = greedy)")
+            beam = SliderInput(1, MAX_BEAM, value=3, step=1, label="Beam size (1 = greedy)")
             with gr.Accordion("Decoding options", open=False):
-                alpha = gr.Slider(0, 3, value=0.0, step=0.1,
+                alpha = SliderInput(0, 3, value=0.0, step=0.1,
                                   label="Length penalty alpha (score = log-prob / ((5 + length) / 6)^alpha)")
-                ngram = gr.Slider(0, 4, value=0, step=1, label="No-repeat n-gram (0 = off)")
+                ngram = SliderInput(0, 4, value=0, step=1, label="No-repeat n-gram (0 = off)")
             run = gr.Button("Caption", variant="primary")
         with gr.Column(scale=2):
             best = gr.Textbox(label="Caption", interactive=False)

@@ -45,10 +45,10 @@ def frame_photo(rgb: Image.Image) -> tuple[Image.Image, str]:
     if min(rgb.size) < 1:
         raise gr.Error("The image is empty.")
     try:
-        weights.resolve(DETECTOR)
-    except weights.WeightsError as e:
+        detector = weights.load(DETECTOR)
+    except weights.WeightsError as e:  # missing or corrupt: the classifiers still answer
         return rgb, f"Not framed (the detector is unavailable: {e}); the whole photo is classified."
-    crop, found = frame_subject(rgb, load_model(DETECTOR))
+    crop, found = frame_subject(rgb, detector)
     if found is None:
         return rgb, "The detector found no animal or vehicle to frame: the whole photo is classified."
     return crop, f"Framed on the detector's *{found[0]}* (score {found[1]:.2f}), {crop.width}x{crop.height} px."
@@ -75,7 +75,7 @@ def predict_one(name: str, x: torch.Tensor, small: Image.Image) -> tuple[dict[st
     with _model_locks[name]:
         with torch.no_grad():
             logits = tta_logits(model, x, TTA[name])
-        cam, _ = explain(model, x)
+        cam, _ = explain(model, x, target=int(logits.argmax()))  # the class shown on top, not the plain view's
     probs = logits.float().softmax(-1)[0]
     top = probs.topk(min(5, len(probs)))
     labels = {model.classes[i]: float(p) for p, i in zip(top.values.tolist(), top.indices.tolist())}
@@ -88,6 +88,8 @@ def classify(image: Any, choice: str = COMPARE, frame: bool = True) -> list[Any]
     ``frame``: classify the subject the detector finds (``frame_photo``) rather than the whole photo."""
     if choice != COMPARE and choice not in MODELS:
         raise gr.Error(f"Unknown model {choice!r}: choose one of {', '.join(MODELS)} or {COMPARE}.")
+    if not isinstance(frame, bool):  # an API caller's "false" would otherwise count as true
+        raise gr.Error(f"frame must be true or false, not {frame!r}.")
     notes = []
     if frame:
         image, note = frame_photo(to_rgb(image))
@@ -100,8 +102,8 @@ def classify(image: Any, choice: str = COMPARE, frame: bool = True) -> list[Any]
             continue
         if choice == COMPARE:
             try:
-                weights.resolve(name)
-            except weights.WeightsError as e:
+                weights.load(name)
+            except weights.WeightsError as e:  # missing or corrupt: noted, the other models still answer
                 notes.append(f"- **{title}**: {e}")
                 outputs += [None, None]
                 continue

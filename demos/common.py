@@ -1,6 +1,7 @@
 """Helpers every tab shares: loading a registered model with a clear UI error, and reading images."""
 from __future__ import annotations
 
+import reprlib
 import warnings
 from typing import Any, Callable
 
@@ -76,6 +77,32 @@ class ImageInput(gr.Image):
         return _clear_upload_errors(super().preprocess, payload, [payload])
 
 
+def _clear_number_errors(label: str | None, preprocess: Callable[[Any], Any], payload: Any) -> Any:
+    try:
+        return preprocess(payload)
+    except (TypeError, ValueError, OverflowError):  # None, NaN or inf from an API caller, where ints are rounded
+        raise gr.Error(f"{label or 'A number'}: expected a finite number, got {reprlib.repr(payload)}.") from None
+
+
+class NumberInput(gr.Number):
+    """``gr.Number`` whose unusable values from API callers (NaN or infinity where it rounds to an integer,
+    a string) are a clear ``gr.Error`` rather than Gradio's internal "Could not preprocess" message."""
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        return _clear_number_errors(self.label, super().preprocess, payload)
+
+
+class SliderInput(gr.Slider):
+    """``gr.Slider`` with the same clear errors (an API caller's ``null`` or string)."""
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        return _clear_number_errors(self.label, super().preprocess, payload)
+
+
 class SketchpadInput(gr.Sketchpad):
     """``gr.Sketchpad`` with the same clear errors for an unreadable uploaded background or layer."""
 
@@ -100,6 +127,22 @@ def image_examples(paths: list[str], image: gr.Image, label: str, fn: Callable[.
     return examples
 
 
+def _to_uint8(image: Image.Image) -> Any:
+    """A 16-bit, 32-bit integer or float grey image's pixels on the 0-255 scale, scaled rather than stretched
+    (white stays white, a dark photo stays dark): 16-bit (and 32-bit integer pixels above 255) by 1/257,
+    floats in [0, 1] by 255, other floats clipped; NaN is black."""
+    import numpy as np
+    a = np.asarray(image, dtype=np.float64)
+    finite = np.isfinite(a)
+    top = a[finite].max() if finite.any() else 0.0
+    if image.mode.startswith("I;16") or (image.mode == "I" and top > 255):
+        a = a / 257
+    elif image.mode == "F" and top <= 1:
+        a = a * 255
+    a = np.where(finite, a, np.where(a > 0, 255, 0))  # +inf white, -inf and NaN black
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
 def to_rgb(image: Any) -> Image.Image:
     """Any PIL image (RGBA, LA, P, CMYK, I;16, F, animated, EXIF-rotated) as an RGB image."""
     if image is None:
@@ -116,11 +159,7 @@ def to_rgb(image: Any) -> Image.Image:
         image.seek(0)  # first frame of an animation
         image = ImageOps.exif_transpose(image)
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            import numpy as np
-            a = np.asarray(image, dtype=np.float64)
-            span = a.max() - a.min()
-            a = (a - a.min()) / span * 255 if span > 0 else a * 0
-            image = Image.fromarray(a.astype("uint8"))
+            image = Image.fromarray(_to_uint8(image))
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             image = image.convert("RGBA")
             background = Image.new("RGBA", image.size, (255, 255, 255, 255))

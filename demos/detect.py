@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
-from demos.common import ImageInput, load_model, to_rgb, weights_status
+from demos.common import ImageInput, SliderInput, load_model, to_rgb, weights_status
 from models.detect import VOC_CLASSES, detect_photo
 
 TITLE = "Detection"
@@ -137,8 +137,8 @@ def build() -> None:
         with gr.Column(scale=1):
             image = ImageInput(type="pil", label="Photo", image_mode=None,
                                sources=["upload", "webcam", "clipboard"])
-            score = gr.Slider(0.05, 0.95, value=0.3, step=0.05, label="Score threshold")
-            nms_iou = gr.Slider(0.1, 0.9, value=0.5, step=0.05, label="NMS IoU threshold",
+            score = SliderInput(0.05, 0.95, value=0.3, step=0.05, label="Score threshold")
+            nms_iou = SliderInput(0.1, 0.9, value=0.5, step=0.05, label="NMS IoU threshold",
                                 info="boxes of one class overlapping more than this are merged")
             classes = gr.Dropdown(VOC_CLASSES, value=[], multiselect=True, label="Classes (empty: all)")
             run = gr.Button("Detect", variant="primary")

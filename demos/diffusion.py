@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import weights
-from demos.common import load_model, weights_status
+from demos.common import NumberInput, SliderInput, load_model, weights_status
 from models.classify import CIFAR10_CLASSES
 from models.schedulers import make_scheduler, sample_steps
 
@@ -228,12 +228,12 @@ def build() -> None:
             # allow_custom_value: the choices change with the dataset in the browser; an API caller's class
             # is checked by generate() against the dataset it names
             sampler = gr.Radio(list(SAMPLERS), value="DDIM", label="Sampler")
-            steps = gr.Slider(*LIMITS["steps"], value=50, step=1, label="Steps")
-            eta = gr.Slider(*LIMITS["eta"], value=0.0, step=0.05, label="eta (DDIM: 0 deterministic, 1 like DDPM)")
-            guidance = gr.Slider(*LIMITS["guidance"], value=3.0, step=0.25, label="Guidance scale")
+            steps = SliderInput(*LIMITS["steps"], value=50, step=1, label="Steps")
+            eta = SliderInput(*LIMITS["eta"], value=0.0, step=0.05, label="eta (DDIM: 0 deterministic, 1 like DDPM)")
+            guidance = SliderInput(*LIMITS["guidance"], value=3.0, step=0.25, label="Guidance scale")
             with gr.Row():
-                seed = gr.Number(value=0, precision=0, label="Seed")
-                n_images = gr.Slider(*LIMITS["images"], value=4, step=1, label="Number of images")
+                seed = NumberInput(value=0, precision=0, label="Seed")
+                n_images = SliderInput(*LIMITS["images"], value=4, step=1, label="Number of images")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary")
                 stop = gr.Button("Stop")
@@ -246,7 +246,7 @@ def build() -> None:
                 gif = gr.Image(label="Trajectory (GIF)", type="filepath", interactive=False)
     with gr.Accordion("Scrub through the steps", open=True):
         frames = gr.State([])
-        scrubber = gr.Slider(1, 2, value=1, step=1, label="Show step", interactive=True)
+        scrubber = SliderInput(1, 2, value=1, step=1, label="Show step", interactive=True)
         view = gr.Image(label="x_t (left) and predicted x_0 (right) at the chosen step", type="numpy",
                         interactive=False, format="png")
         view_caption = gr.Markdown()

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 import weights
-from demos.common import ImageInput, SketchpadInput, load_model, to_rgb, weights_status
+from demos.common import (ImageInput, NumberInput, SketchpadInput, SliderInput, load_model, to_rgb,
+                          weights_status)
 from models.generative import slerp
 
 TITLE = "Generative models"
@@ -281,8 +282,8 @@ def build() -> None:
         with gr.Column(scale=1):
             s_model = gr.Radio(list(MODELS), value="VAE", label="Model")
             s_class = gr.Dropdown([ALL_CLASSES, *CLASSES], value=ALL_CLASSES, label="Class (DCGAN)")
-            s_seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, maximum=MAX_SEED)
-            s_count = gr.Slider(*LIMITS["count"], value=20, step=1, label="Number of images")
+            s_seed = NumberInput(value=0, precision=0, label="Seed", minimum=0, maximum=MAX_SEED)
+            s_count = SliderInput(*LIMITS["count"], value=20, step=1, label="Number of images")
             s_run = gr.Button("Sample", variant="primary")
         with gr.Column(scale=2):
             s_grid = gr.Image(label="Samples", interactive=False, format="png", elem_id="gen-samples")
@@ -312,10 +313,10 @@ def build() -> None:
         with gr.Column(scale=1):
             i_mode = gr.Radio(["Two seeds", "Two images"], value="Two seeds", label="Between")
             i_model = gr.Radio(list(MODELS), value="VAE", label="Model")
-            i_frames = gr.Slider(*LIMITS["frames"], value=10, step=1, label="Frames")
+            i_frames = SliderInput(*LIMITS["frames"], value=10, step=1, label="Frames")
             with gr.Row():
-                i_seed_a = gr.Number(value=0, precision=0, label="Seed A", minimum=0, maximum=MAX_SEED)
-                i_seed_b = gr.Number(value=1, precision=0, label="Seed B", minimum=0, maximum=MAX_SEED)
+                i_seed_a = NumberInput(value=0, precision=0, label="Seed A", minimum=0, maximum=MAX_SEED)
+                i_seed_b = NumberInput(value=1, precision=0, label="Seed B", minimum=0, maximum=MAX_SEED)
             with gr.Row():
                 i_class_a = gr.Dropdown(CLASSES, value="sneaker", label="Class A (DCGAN)")
                 i_class_b = gr.Dropdown(CLASSES, value="ankle boot", label="Class B (DCGAN)")
@@ -341,7 +342,7 @@ def build() -> None:
             m_map = gr.Image(value=initial, label="Latent map (click a point)", interactive=False, format="png",
                              height=MAP_PX + 40, elem_id="gen-map")
             with gr.Row():
-                m_cells = gr.Slider(*LIMITS["cells"], value=15, step=1, label="Cells per side")
+                m_cells = SliderInput(*LIMITS["cells"], value=15, step=1, label="Cells per side")
                 m_draw = gr.Button("Draw map")
         with gr.Column(scale=1):
             m_point = gr.Image(label="Decoded point", interactive=False, format="png", height=220,

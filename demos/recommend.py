@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import gradio as gr
 
-from demos.common import load_model, weights_status
+from demos.common import NumberInput, SliderInput, load_model, weights_status
 from demos.recommend_service import MAX_K, RecommendError, Recommender
 
 TITLE = "Recommendations"
@@ -230,7 +230,7 @@ def build() -> None:
     except gr.Error:
         choices = []
     model = gr.Radio(MODEL_CHOICES, value="bpr", label="Model")
-    k = gr.Slider(1, 50, value=10, step=1, label="How many")
+    k = SliderInput(1, 50, value=10, step=1, label="How many")
     with gr.Tab("New visitor"):
         picked = gr.Dropdown(choices, multiselect=True, filterable=True, label="Movies you have seen "
                              "(type to search)", max_choices=50)
@@ -244,7 +244,7 @@ def build() -> None:
         go.click(recommend_visitor, [picked, table, model, k], visitor_out, api_name="recommend_visitor", **QUEUE)
     with gr.Tab("MovieLens user"):
         with gr.Row():
-            user = gr.Number(value=1, precision=0, minimum=1, maximum=943, label="User id (1-943)")
+            user = NumberInput(value=1, precision=0, minimum=1, maximum=943, label="User id (1-943)")
             filter_seen = gr.Checkbox(value=True, label="Hide movies the user has rated")
         with gr.Row():
             history_btn = gr.Button("Show history")

@@ -9,7 +9,7 @@ import gradio as gr
 import torch
 
 import weights
-from demos.common import load_model, weights_status
+from demos.common import NumberInput, SliderInput, load_model, weights_status
 
 TITLE = "Text generation"
 MODELS = {"GPT": "gpt-shakespeare", "LSTM": "lstm-shakespeare"}
@@ -123,11 +123,11 @@ def build() -> None:
         with gr.Column(scale=1):
             prompt = gr.Textbox(label="Prompt", value="ROMEO:\n", lines=4)
             model_choice = gr.Radio(list(MODELS), value=default_model(), label="Model")
-            temperature = gr.Slider(*LIMITS["temperature"], value=0.8, step=0.05, label="Temperature")
-            top_k = gr.Slider(0, 65, value=0, step=1, label="Top-k (0 = off)")
-            top_p = gr.Slider(*LIMITS["top_p"], value=0.95, step=0.01, label="Top-p")
-            max_new = gr.Slider(1, LIMITS["max_new_tokens"][1], value=300, step=1, label="New characters")
-            seed = gr.Number(value=0, precision=0, label="Seed")
+            temperature = SliderInput(*LIMITS["temperature"], value=0.8, step=0.05, label="Temperature")
+            top_k = SliderInput(0, 65, value=0, step=1, label="Top-k (0 = off)")
+            top_p = SliderInput(*LIMITS["top_p"], value=0.95, step=0.01, label="Top-p")
+            max_new = SliderInput(1, LIMITS["max_new_tokens"][1], value=300, step=1, label="New characters")
+            seed = NumberInput(value=0, precision=0, label="Seed")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary")
                 stop = gr.Button("Stop")

@@ -390,6 +390,7 @@ def attention_rollout(model: ViT, x: torch.Tensor) -> tuple[torch.Tensor, torch.
     return cam, logits[0]
 
 
-def explain(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The explanation that fits the model: attention rollout for a ViT, Grad-CAM otherwise."""
-    return attention_rollout(model, x) if isinstance(model, ViT) else grad_cam(model, x)
+def explain(model: nn.Module, x: torch.Tensor, target: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The explanation that fits the model: attention rollout for a ViT (class-agnostic), Grad-CAM of
+    ``target`` (default: the top class of ``x``) otherwise."""
+    return attention_rollout(model, x) if isinstance(model, ViT) else grad_cam(model, x, target)

@@ -261,8 +261,9 @@ def detect_photo(model: YOLO, image: Image.Image, score_threshold: float | None 
     (``config.image_size``), and a huge upload then costs no more than a 1024 px one."""
     work = image.copy()
     work.thumbnail((work_size, work_size), Image.BILINEAR)
-    ratio = image.width / work.width
+    # per axis: thumbnail rounds each side, so a very long thin photo's two ratios differ
+    ratio = torch.tensor([image.width / work.width, image.height / work.height]).repeat(2)
     x = torch.from_numpy(np.asarray(work, dtype=np.float32) / 255).permute(2, 0, 1)
     det = detect(model, x, score_threshold, nms_iou)
-    return [(model.classes[int(c)], float(s), [float(v) * ratio for v in b])
+    return [(model.classes[int(c)], float(s), (b.float() * ratio).tolist())
             for b, s, c in zip(det["boxes"], det["scores"], det["labels"])]

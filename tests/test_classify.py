@@ -540,6 +540,41 @@ def test_tab_corrupt_weights_is_a_clear_error(random_zoo):
     (random_zoo / "compact-cifar10" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(gr.Error, match="could not load"):
         tab.classify(tab.example_paths()[0], "Compact net")
+    # compared, the corrupt model is a note and the others still answer; a corrupt detector only skips framing
+    (random_zoo / "yolo-voc").mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (random_zoo / "yolo-voc" / f).write_bytes(b"garbage")
+    out = tab.classify(tab.example_paths()[0], tab.COMPARE)
+    assert out[1] is None and out[5] is not None and out[6] is not None
+    assert "**Compact net**: compact-cifar10: could not load" in out[-1]
+    assert "Not framed (the detector is unavailable: yolo-voc: could not load" in out[-1]
+    with pytest.raises(gr.Error, match="frame must be true or false"):
+        tab.classify(tab.example_paths()[0], "ViT", "false")
+
+
+def test_tab_grad_cam_explains_the_class_it_shows(random_zoo, monkeypatch):
+    import demos.classify
+    targets = []
+    real = demos.classify.explain
+    monkeypatch.setattr(demos.classify, "explain", lambda model, x, target=None: (targets.append(target),
+                                                                                  real(model, x, target))[1])
+    out = tab.classify(tab.example_paths()[0], "Compact net", False)
+    model = weights.load("compact-cifar10")
+    with torch.no_grad():
+        shown = int(tab.tta_logits(model, tab.prepare(tab.example_paths()[0])[1], tab.TTA["compact-cifar10"]).argmax())
+    assert targets == [shown] and max(out[1], key=out[1].get) == model.classes[shown]
+
+
+@pytest.mark.parametrize("mode,pixels,grey", [("I;16", 65535, 255), ("I;16", 1100, 4), ("I", 65535, 255),
+                                              ("I", 200, 200), ("F", 0.5, 128), ("F", float("nan"), 0)])
+def test_deep_grey_images_are_scaled_not_stretched(mode, pixels, grey):
+    """White stays white and a dark photo dark (the tab used to stretch each image to its own min and max)."""
+    from demos.common import to_rgb
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    array = np.full((6, 5), pixels, dtype)
+    image = Image.fromarray(array, "I;16") if mode == "I;16" else Image.fromarray(array)
+    assert image.mode == mode
+    assert np.asarray(to_rgb(image)).tolist() == np.full((6, 5, 3), grey).tolist()
 
 
 SHIPPED = [("Compact net", "compact", 0.8), ("ResNet-18", "resnet18", 0.85), ("ViT", "vit", 0.7)]
