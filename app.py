@@ -20,21 +20,33 @@ DEFAULT_CONCURRENCY = 2  # per event unless a tab sets its own concurrency_limit
 DELETE_CACHE = (3600, 3600)
 
 
+def build_tab(name: str) -> tuple[str, gr.Blocks | None, str]:
+    """(title, the tab's content built apart, "") or, when its module or build() fails, (title, None, error):
+    a build() that fails half-way leaves nothing of itself in the app."""
+    module = None
+    try:
+        module = importlib.import_module(f"demos.{name}")
+        with gr.Blocks() as content:
+            module.build()
+        return module.TITLE, content, ""
+    except Exception as e:  # one broken tab must not take the app down
+        traceback.print_exc()
+        return getattr(module, "TITLE", name), None, f"{type(e).__name__}: {e}"
+
+
 def build_app() -> gr.Blocks:
+    tabs = {name: build_tab(name) for name in demos.TABS}
     with gr.Blocks(title="Model zoo", delete_cache=DELETE_CACHE) as app:
         gr.Markdown("# Model zoo\nDeep-learning models implemented and trained from scratch by this "
                     "project, running on your CPU.")
         with gr.Tabs():
-            for name in demos.TABS:
-                module = None
-                try:
-                    module = importlib.import_module(f"demos.{name}")
-                    with gr.Tab(module.TITLE, id=name):
-                        module.build()
-                except Exception as e:  # one broken tab must not take the app down
-                    traceback.print_exc()
-                    with gr.Tab(getattr(module, "TITLE", name), id=f"{name}-error"):
-                        gr.Markdown(f"**This tab failed to load:** `{type(e).__name__}: {e}`")
+            for name, (title, content, error) in tabs.items():
+                if content is not None:
+                    with gr.Tab(title, id=name):
+                        content.render()
+                else:
+                    with gr.Tab(title, id=f"{name}-error"):
+                        gr.Markdown(f"**This tab failed to load:** `{error}`")
     return app
 
 

@@ -40,6 +40,27 @@ def test_a_broken_tab_is_isolated(monkeypatch):
     assert "This tab failed to load:** `ModuleNotFoundError" in markdown_of(blocks)
 
 
+def test_a_tab_failing_half_way_leaves_nothing_behind(monkeypatch):
+    import gradio as gr
+    import types
+
+    def build():  # lays out a button and its event, then fails
+        gr.Button("Go").click(lambda: None, api_name="half_built_go")
+        gr.Markdown("half-built content")
+        raise RuntimeError("boom")
+
+    half = types.ModuleType("demos.half_built")
+    half.TITLE, half.build = "Half built", build
+    monkeypatch.setitem(__import__("sys").modules, "demos.half_built", half)
+    monkeypatch.setattr(demos, "TABS", [*demos.TABS, "half_built"])
+    blocks = app.build_app()
+    tabs = tabs_of(blocks)
+    assert tabs["half_built-error"] == "Half built" and "half_built" not in tabs
+    assert "half-built content" not in markdown_of(blocks)
+    assert "This tab failed to load:** `RuntimeError: boom`" in markdown_of(blocks)
+    assert "half_built_go" not in [fn.api_name for fn in blocks.fns.values()]
+
+
 def test_about_table_lists_every_registered_model(registry):
     from demos.about import model_table
     from toys import TinyConfig, TinyNet
@@ -89,3 +110,18 @@ class FakeBlocks:
 
     def launch(self, **kw):
         self.record.update(kw)
+
+
+@pytest.mark.parametrize("component,payload", [("number", float("nan")), ("number", float("inf")),
+                                               ("number", "ten"), ("slider", None), ("slider", "x")])
+def test_unusable_numbers_from_api_callers_are_clear_errors(component, payload):
+    """Gradio's own preprocess raises TypeError/ValueError/OverflowError on these (an internal "Could not
+    preprocess" message and a traceback in the log); the tabs' inputs answer with a gr.Error naming the field."""
+    import gradio as gr
+
+    from demos.common import NumberInput, SliderInput
+    field = NumberInput(0, precision=0, label="Seed") if component == "number" else SliderInput(0, 3, label="Top-k")
+    with pytest.raises(gr.Error, match=f"{field.label}: expected a finite number"):
+        field.preprocess(payload)
+    assert field.preprocess(2) == 2 and field.get_block_name() == component  # rendered as the plain component
+
