@@ -12,13 +12,15 @@ def model_table() -> list[list[str]]:
     """One row per registered model: name, what it is, status, metrics from its model card."""
     rows = []
     for name, spec in weights.MODELS.items():
-        if weights.available(name):
-            status = "ready"
-            metrics = ", ".join(f"{k} = {v:.4g}" if isinstance(v, (int, float)) else f"{k} = {v}"
-                                for k, v in weights.card_metrics(name).items()) or "(no metrics in card)"
-        else:
+        status, metrics = "ready", ""
+        if not weights.available(name):
             status = f"not trained yet: run `{spec.train_command}`"
-            metrics = ""
+        else:
+            try:
+                metrics = ", ".join(f"{k} = {v:.4g}" if isinstance(v, (int, float)) else f"{k} = {v}"
+                                    for k, v in weights.card_metrics(name).items()) or "(no metrics in card)"
+            except weights.WeightsError as e:  # a Hub repo missing or unreachable: that row says so
+                status = f"unavailable: {e}"
         rows.append([name, spec.title, status, metrics])
     return rows
 

@@ -1,7 +1,8 @@
 """Run by test_hub.py in a subprocess, so that ``HF_ENDPOINT`` / ``HF_HUB_CACHE`` are set before
 ``huggingface_hub`` is imported. ``push FOLDER REPO_ID`` publishes through ``training.common.push_to_hub``;
 ``load NAME ORG`` loads the registered TinyNet ``NAME`` from the Hub through ``weights.load`` and prints its
-output on a fixed input, its card metrics and the folder it came from as one JSON line."""
+output on a fixed input, its card metrics and the folder it came from as one JSON line (or its error and the
+About tab's rows)."""
 from __future__ import annotations
 
 import json
@@ -28,9 +29,12 @@ def main() -> None:
         try:
             model = weights.load(name)
         except weights.WeightsError as e:
-            print(json.dumps({"error": str(e)}))
+            from demos.about import model_table  # the About tab shows the error in that model's row
+            print(json.dumps({"error": str(e), "about": model_table()}))
             return
         x = torch.linspace(-1, 1, 8).reshape(2, 4)
+        for _ in range(3):  # a request resolving the model again asks the Hub nothing more
+            weights.resolve(name)
         print(json.dumps({"output": model(x).flatten().tolist(), "metrics": weights.card_metrics(name),
                           "folder": str(weights.resolve(name)), "class": type(model).__name__}))
 

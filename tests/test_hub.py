@@ -58,7 +58,8 @@ def test_load_from_hub_downloads_once_and_loads(tmp_path, tiny_folder):
         assert out["class"] == "TinyNet" and out["metrics"] == {"accuracy": 0.75}
         assert out["output"] == pytest.approx(expected_output(model), abs=1e-6)
         assert Path(out["folder"]) == cache / "models--testorg--tiny" / "snapshots" / sha
-        assert any(r.startswith("GET /api/models/testorg/tiny/revision/main") for r in hub.requests)
+        # one call to the Hub API per process, though the model was resolved five times
+        assert [r.startswith("GET /api/models/testorg/tiny/revision/main") for r in hub.requests].count(True) == 1
         downloads = [r for r in hub.requests if r.startswith("GET /testorg/tiny/resolve/")]
         assert sorted(r.rsplit("/", 1)[1] for r in downloads) == ["README.md", "config.json", "model.safetensors"]
 
@@ -68,6 +69,8 @@ def test_load_from_hub_downloads_once_and_loads(tmp_path, tiny_folder):
 
         missing = client(hub, cache, "load", "tiny", "nobody")
         assert "could not download nobody/tiny" in missing["error"]
+        _, _, status, metrics = {row[0]: row for row in missing["about"]}["tiny"]
+        assert status.startswith("unavailable: could not download nobody/tiny") and not metrics
 
 
 def test_push_to_hub_then_load(tmp_path, tiny_folder):
@@ -95,6 +98,24 @@ print(json.dumps({"app": app.__file__, "weights": str(weights.WEIGHTS_DIR), "loa
                   "broken_tab": "This tab failed to load" in text,
                   "missing": "models of this tab are unavailable" in text}))
 """
+
+
+def test_space_files_skip_hidden_folders_and_match_odd_names_exactly(tmp_path):
+    from huggingface_hub.utils import filter_repo_objects
+
+    from training.space import SPACE_PATHS, space_files, upload_patterns
+    for entry in SPACE_PATHS:
+        (tmp_path / entry).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / entry).mkdir() if "." not in entry else (tmp_path / entry).write_text("x")
+    for f in ("weights/tiny/model.safetensors", "weights/.tiny.k2j4/model.safetensors", "demos/[ab]*?.py",
+              "demos/a*.py", "demos/__pycache__/x.pyc"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("x")
+    files = space_files(tmp_path)
+    assert files == sorted(["README.md", "requirements.txt", "app.py", "weights/tiny/model.safetensors",
+                            "demos/[ab]*?.py", "demos/a*.py"])
+    chosen = ["demos/[ab]*?.py"]  # as a plain pattern it would match demos/a*.py and not itself
+    assert list(filter_repo_objects(files, allow_patterns=upload_patterns(chosen))) == chosen
 
 
 def test_publish_space_uploads_what_the_app_needs_and_the_upload_serves(tmp_path):

@@ -9,6 +9,7 @@ gone now. The YAML block at the top of README.md is the Space's configuration.
 from __future__ import annotations
 
 import argparse
+import glob
 import sys
 from pathlib import Path
 
@@ -29,9 +30,15 @@ def space_files(root: Path = ROOT) -> list[str]:
             raise FileNotFoundError(f"{path} is missing: run this from a checkout of the model zoo")
         for f in [path] if path.is_file() else sorted(path.rglob("*")):
             rel = f.relative_to(root)
-            if f.is_file() and f.suffix not in SKIP_SUFFIXES and not SKIP_DIRS & set(rel.parts):
+            hidden = any(part.startswith(".") for part in rel.parts)  # e.g. a killed weights.save's temp folder
+            if f.is_file() and f.suffix not in SKIP_SUFFIXES and not SKIP_DIRS & set(rel.parts) and not hidden:
                 files.append(rel.as_posix())
     return sorted(files)
+
+
+def upload_patterns(files: list[str]) -> list[str]:
+    """``files`` as the fnmatch patterns ``upload_folder`` filters with, each matching only its own path."""
+    return [glob.escape(f) for f in files]
 
 
 def push_space(repo_id: str, files: list[str], private: bool = False, root: Path = ROOT) -> str:
@@ -40,7 +47,7 @@ def push_space(repo_id: str, files: list[str], private: bool = False, root: Path
     api = HfApi()
     api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
     info = api.upload_folder(folder_path=str(root), repo_id=repo_id, repo_type="space",
-                             allow_patterns=files, delete_patterns="*",
+                             allow_patterns=upload_patterns(files), delete_patterns="*",
                              commit_message="Publish the model zoo app")
     return str(getattr(info, "commit_url", info))
 

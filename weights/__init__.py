@@ -83,6 +83,7 @@ def set_hub_org(org: str | None) -> None:
     else:
         os.environ.pop(HUB_ORG_ENV, None)
     _cache.clear()
+    _hub_folders.clear()
 
 
 def spec(name: str) -> ModelSpec:
@@ -101,23 +102,33 @@ def local_dir(name: str) -> Path:
     return WEIGHTS_DIR / spec(name).name
 
 
+_hub_folders: dict[str, Path] = {}  # repo id -> its snapshot, so a request asks the Hub once per process
+
+
 def resolve(name: str) -> Path:
     """The folder holding ``name``'s files: the local one, or the Hub snapshot (downloaded once, cached)."""
     org = hub_org()
     if org is None:
         folder = local_dir(name)
-    else:
+        missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
+        if missing:
+            raise WeightsError(f"{name}: {folder / missing[0]} not found. Not trained yet: run "
+                               f"`{spec(name).train_command}`")
+        return folder
+    repo_id = f"{org}/{name}"
+    if repo_id not in _hub_folders:
         from huggingface_hub import snapshot_download
-        repo_id = f"{org}/{name}"
         try:
             folder = Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.md"]))
         except Exception as e:  # network, auth, missing repo: all reported the same way
             raise WeightsError(f"could not download {repo_id} from the Hub: {type(e).__name__}: {e}") from e
-    missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
-    if missing:
-        raise WeightsError(f"{name}: {folder / missing[0]} not found. Not trained yet: run "
-                           f"`{spec(name).train_command}`")
-    return folder
+        missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
+        if missing:
+            raise WeightsError(f"{name}: the Hub repo {repo_id} has no {missing[0]}. Publish it with "
+                               f"`python -m training.{spec(name).task} push --weights weights/{name} "
+                               f"--repo-id {repo_id}`")
+        _hub_folders[repo_id] = folder
+    return _hub_folders[repo_id]
 
 
 def available(name: str) -> bool:
