@@ -99,15 +99,16 @@ class Recommender:
             return torch.cat([self.models["bpr"].seen(user - 1), extra]).unique()
         return extra
 
-    def liked(self, user: Any) -> torch.Tensor:
-        """Items the user liked: their ratings >= LIKED (all their ratings if none is that high); for a
-        known user, whose training ratings are not shipped, the 30 seen items the ranker scores highest."""
+    def liked(self, user: Any, fallback: bool = True) -> torch.Tensor:
+        """Items the user liked: their ratings >= LIKED (with ``fallback``, all their ratings if none is that
+        high: the ranker then folds in what they watched); for a known user, whose training ratings are not
+        shipped, the 30 seen items the ranker scores highest."""
         if self.is_known(user):
             seen = self.seen(user)
             scores = self.models["bpr"].user_scores(torch.tensor([user - 1]))[0, seen]
             return seen[scores.topk(min(30, len(seen))).indices]
         r = self.ratings(user)
-        liked = [i for i, v in r.items() if v >= LIKED] or list(r)
+        liked = [i for i, v in r.items() if v >= LIKED] or (list(r) if fallback else [])
         return torch.tensor(sorted(liked), dtype=torch.long)
 
     # -- scoring ----------------------------------------------------------------------------------
@@ -153,8 +154,7 @@ class Recommender:
                 scores[self.seen(user)] = -torch.inf
             k_eff = min(k, int(torch.isfinite(scores).sum()))
             top = scores.topk(k_eff)
-            liked = self.liked(user)
-            reasons = self._reasons(top.indices, liked)
+            reasons = self._reasons(top.indices, self.liked(user, fallback=False))  # never a movie rated low
             result = [self.movie(int(i)) | {"score": self.shown(float(s), model), "because": because}
                       for i, s, because in zip(top.indices, top.values, reasons)]
             self._cache.setdefault(user, {})[key] = result

@@ -181,6 +181,22 @@ def test_visitor_filtering_and_k_bound(rec: Recommender) -> None:
     assert len(got) == N_ITEMS - 3 and not {1, 2, 3} & {r["movie_id"] for r in got}
     assert all(1 <= r["score"] <= 5 for r in got)
     assert all(r["because"] in ("Movie 1 (1990)", "Movie 2 (1990)") for r in got)
+    rec.set_ratings("cy", {1: 1, 2: 2})  # nothing liked: ranked from what was watched, no movie named as liked
+    for model in ("bpr", "mf"):
+        got = rec.get_recommendations("cy", 5, True, model)
+        assert len(got) == 5 and all(r["because"] == "" for r in got)
+
+
+def test_shipped_rankers_agree_on_the_movies() -> None:
+    """The app takes titles, years and genres from the BPR ranker's config (its years were once stale)."""
+    import json
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    configs = [json.loads((root / "weights" / name / "config.json").read_text())
+               for name in ("bpr-movielens", "mf-movielens")]
+    for key in ("titles", "years", "genres"):
+        assert configs[0][key] == configs[1][key], key
+    assert configs[0]["years"][configs[0]["titles"].index("Return of the Jedi (1983)")] == 1983  # not its 1997 re-release
 
 
 def test_cache_hit_and_invalidation(rec: Recommender) -> None:

@@ -329,7 +329,8 @@ def card_text(recipe: dict[str, Any], result: dict[str, Any], command: str) -> t
              "`map_at_k`: sum of precisions at hits / number of held-out items).\n\n"
              "| ranker | MAP | nDCG@10 | Precision@10 | Recall@10 |\n|---|---|---|---|---|\n" + rows +
              "\n\n'fold-in users' ranks with vectors solved in closed form from each user's training items "
-             "instead of the learned ones (the new-visitor path). Reference (recommenders benchmark): BPR "
+             "instead of the learned ones (the new-visitor path, which in the app folds in the movies a visitor "
+             "rated 4 or 5, or all they rated when none is). Reference (recommenders benchmark): BPR "
              "nDCG@10 0.442, LightGCN 0.420, NCF 0.396. The shipped weights are the same recipe trained on "
              f"all 100,000 ratings.\n\n{recipe_line}\n\n{data_note}")
     return desc, metrics, extra
