@@ -182,12 +182,15 @@ def generate(dataset: str = "Fashion-MNIST", class_name: str = "sneaker", sample
         if st.index in keep or last:
             frames.append({"step": st.index, "t": st.timestep, "x_t": to_grid(st.x_t), "x0": to_grid(st.x0)})
         if st.index % every == 0 and not last:
-            live = side_by_side(frames[-1]["x_t"], frames[-1]["x0"]) if frames[-1]["step"] == st.index else skip
+            stored = frames[-1] if frames and frames[-1]["step"] == st.index else None  # long runs store few steps
+            live = side_by_side(*((stored["x_t"], stored["x0"]) if stored else (to_grid(st.x_t), to_grid(st.x0))))
             yield (live, f"Sampling: step {st.index + 1} of {total} (t = {st.timestep}) ...", *[skip] * 6)
     final = frames[-1]
-    what = class_name if labels is not None else "unconditional"
-    status = (f"Done: {n_images} {what} image(s), {sampler} {total} steps"
-              f"{f', eta {eta:g}' if kind == 'ddim' else ''}, guidance {guidance:g}, seed {seed}. "
+    what = ("unconditional image(s)" if labels is None else "images, one of each class" if class_name == ALL_CLASSES
+            else f"{class_name} image(s)")
+    status = (f"Done: {n_images} {what}, {sampler} {total} steps"
+              f"{f', eta {eta:g}' if kind == 'ddim' else ''}"
+              f"{f', guidance {guidance:g}' if labels is not None else ''}, seed {seed}. "
               f"{len(frames)} of the {total} steps stored for the slider.")
     slider = gr.Slider(minimum=1, maximum=max(2, total), value=total, step=1, interactive=True)
     view = side_by_side(final["x_t"], final["x0"])

@@ -308,8 +308,19 @@ def test_generate_is_reproducible_and_keeps_at_most_max_frames(tab, monkeypatch)
     assert "10 of the 40 steps stored" in a[1] and a[3].maximum == 40
     stored = [f["step"] + 1 for f in a[2]]  # 1, 5, 10, ...: a step between them shows the nearest stored one
     assert tab.scrub(a[2], stored[3] + 1)[1].startswith(f"Step {stored[3]} of 40")
+    assert a[1].startswith("Done: 2 images, one of each class, DDPM 40 steps, guidance 3")
     c = _run(tab, sampler="DDIM", steps=5, seed=5, n_images=1, class_name=tab.UNCONDITIONAL)[-1]
-    assert "unconditional" in c[1]
+    assert c[1].startswith("Done: 1 unconditional image(s), DDIM 5 steps, eta 0, seed 5")  # no guidance without a class
+
+
+def test_every_live_update_shows_the_current_step_when_few_steps_are_stored(tab, monkeypatch):
+    """A long DDPM run stores an even spread of steps for the slider; the live view used to show a picture
+    only on updates that fell on a stored step (2 of 25 for DDPM-1000), and froze between them."""
+    monkeypatch.setattr(tab, "MAX_FRAMES", 4)
+    monkeypatch.setattr(tab, "LIVE_UPDATES", 10)
+    updates = _run(tab, sampler="DDPM", steps=40, seed=1, n_images=1)[1:-1]
+    assert len(updates) == 10 and all(isinstance(live, np.ndarray) for live, *_ in updates)
+    assert not any(np.array_equal(a[0], b[0]) for a, b in zip(updates, updates[1:]))  # the picture moves on
 
 
 @pytest.mark.parametrize("kw,message", [

@@ -302,8 +302,9 @@ def write_card(folder: Path, dataset: str, metrics: dict[str, Any], info: dict[s
 
 def evaluate_command(args: argparse.Namespace) -> None:
     folder = check_weights_folder(args.weights)
-    if args.samples < 10 or (args.ddpm_samples is not None and args.ddpm_samples < 2):
-        fail("--samples must be at least 10 (one per class) and --ddpm-samples at least 2")
+    if args.samples < 10 or (args.ddpm_samples is not None and not 2 <= args.ddpm_samples <= args.samples):
+        fail("--samples must be at least 10 (one per class) and --ddpm-samples from 2 to --samples (the DDPM "
+             "samples are the first of the DDIM ones' classes)")
     try:
         metrics = evaluate_folder(folder, args.samples, args.ddpm_samples, args.guidance, args.seed)
     except weights.WeightsError as e:

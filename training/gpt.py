@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 import weights
 from models.gpt import GPT, CharLSTM, GPTConfig, LSTMConfig
 from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, from_pretrained, print_json, push_to_hub
-from training.loop import TrainConfig, bf16_fast, fit
+from training.loop import TrainConfig, fit, pick_device, precision
 
 DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 DEFAULT_TEXT = default_data("tinyshakespeare/input.txt")
@@ -175,7 +175,7 @@ def write_card(out: Path, args: argparse.Namespace, n_params: int, val_loss: flo
              f"weights with `python -m training.gpt evaluate --weights weights/{args.model}-shakespeare`.\n"
              f"- Training: {result.steps_done} steps of {args.batch_size}x{args.block_size} characters, AdamW "
              f"lr {args.lr} (warm-up + cosine), weight decay {args.weight_decay}, "
-             f"{'bf16 autocast' if bf16_fast(torch.device('cpu')) else 'fp32'} on CPU, "
+             f"{precision(not args.no_bf16)} on {pick_device().type.upper()}, "
              f"best step {result.best_step}; about {minutes:.0f} minutes of the last run on a 2-core CPU.\n"
              f"- Reference: nanoGPT's shakespeare_char (10.7M parameters, GPU) reaches 1.4697.\n{compare}")
     weights.write_card(out, f"{args.model}-shakespeare",
