@@ -18,6 +18,7 @@ from models.recsys import BiasedMF, BPRMF
 
 MAX_K = 100
 MAX_VISITORS = 1000          # least recently used visitors are forgotten beyond this
+MAX_CACHED_USERS = 256       # results cached for this many users at most (least recently used dropped)
 LIKED = 4.0                  # a rating >= this counts as "liked" (fold-in of the ranker, reasons)
 MODELS = ("bpr", "mf")
 
@@ -34,7 +35,8 @@ class Recommender:
         self.titles, self.years, self.genres = c.titles, c.years, c.genres
         self._visitors: OrderedDict[str, dict[int, float]] = OrderedDict()
         self._added: dict[int, dict[int, float]] = {}   # ratings known users gave in this process
-        self._cache: dict[Any, dict[tuple, list[dict]]] = {}
+        # user -> {(filter_seen, model): top MAX_K}; any k is a slice, so a user holds at most 4 lists
+        self._cache: OrderedDict[Any, dict[tuple, list[dict]]] = OrderedDict()
         self._lock = threading.RLock()
         self.cache_hits = 0
 
@@ -143,22 +145,26 @@ class Recommender:
             raise RecommendError(f"unknown user {user!r}")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise RecommendError(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
-        key = (k, bool(filter_seen), model)
+        key = (bool(filter_seen), model)
         with self._lock:
             hit = self._cache.get(user, {}).get(key)
             if hit is not None:
                 self.cache_hits += 1
-                return [dict(r) for r in hit]
+                self._cache.move_to_end(user)
+                return [dict(r) for r in hit[:k]]
             scores = self.scores(user, model).clone()
             if filter_seen:
                 scores[self.seen(user)] = -torch.inf
-            k_eff = min(k, int(torch.isfinite(scores).sum()))
+            k_eff = min(MAX_K, int(torch.isfinite(scores).sum()))
             top = scores.topk(k_eff)
             reasons = self._reasons(top.indices, self.liked(user, fallback=False))  # never a movie rated low
             result = [self.movie(int(i)) | {"score": self.shown(float(s), model), "because": because}
                       for i, s, because in zip(top.indices, top.values, reasons)]
             self._cache.setdefault(user, {})[key] = result
-            return [dict(r) for r in result]
+            self._cache.move_to_end(user)
+            while len(self._cache) > MAX_CACHED_USERS:
+                self._cache.popitem(last=False)
+            return [dict(r) for r in result[:k]]
 
     def _reasons(self, items: torch.Tensor, liked: torch.Tensor) -> list[str]:
         """For each recommended item, the liked item closest to it in the ranker's embedding space."""

@@ -196,7 +196,7 @@ def test_shipped_rankers_agree_on_the_movies() -> None:
                for name in ("bpr-movielens", "mf-movielens")]
     for key in ("titles", "years", "genres"):
         assert configs[0][key] == configs[1][key], key
-    assert configs[0]["years"][configs[0]["titles"].index("Return of the Jedi (1983)")] == 1983  # not its 1997 re-release
+    assert configs[0]["years"][configs[0]["titles"].index("Return of the Jedi (1983)")] == 1983  # not 1997
 
 
 def test_cache_hit_and_invalidation(rec: Recommender) -> None:
@@ -215,6 +215,19 @@ def test_cache_hit_and_invalidation(rec: Recommender) -> None:
     known = rec.get_recommendations(1, 3)
     rec.rate(1, known[0]["movie_id"], 5)
     assert known[0]["movie_id"] not in {r["movie_id"] for r in rec.get_recommendations(1, 3)}
+
+
+def test_cache_holds_one_list_per_setting_and_a_bounded_number_of_users(rec: Recommender, monkeypatch) -> None:
+    import demos.recommend_service as service
+    monkeypatch.setattr(service, "MAX_CACHED_USERS", 3)
+    longest = rec.get_recommendations(2, service.MAX_K)
+    hits = rec.cache_hits
+    for k in (1, 7, 20):  # any k is a slice of the one cached list, identical to computing it
+        assert rec.get_recommendations(2, k) == longest[:k]
+    assert rec.cache_hits == hits + 3 and list(rec._cache[2]) == [(True, "bpr")]
+    for user in range(3, 8):
+        rec.get_recommendations(user, 5)
+    assert list(rec._cache) == [5, 6, 7]  # least recently used users dropped
 
 
 BAD_REQUESTS = [
