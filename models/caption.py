@@ -227,7 +227,7 @@ class Captioner(nn.Module, PyTorchModelHubMixin):
         def step(prefix: torch.Tensor) -> torch.Tensor:
             index = torch.zeros(len(prefix), dtype=torch.long)
             logits = self.decode(memory, prefix, index)[:, -1].float()
-            logits[:, PAD] = logits[:, BOS] = -math.inf  # never generated
+            logits[:, PAD] = logits[:, BOS] = logits[:, UNK] = -math.inf  # never generated ("<unk>" is no word)
             return logits.log_softmax(-1)
         return step
 
@@ -240,7 +240,7 @@ class Captioner(nn.Module, PyTorchModelHubMixin):
         done = torch.zeros(len(features), dtype=torch.bool)
         for _ in range(max_len - 1):
             logits = self.decode(memory, seqs)[:, -1]
-            logits[:, PAD] = logits[:, BOS] = -math.inf
+            logits[:, PAD] = logits[:, BOS] = logits[:, UNK] = -math.inf
             nxt = logits.argmax(-1).masked_fill(done, PAD)
             seqs = torch.cat([seqs, nxt[:, None]], 1)
             done |= nxt == EOS
