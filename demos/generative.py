@@ -14,7 +14,7 @@ from PIL import Image
 import weights
 from demos.common import (ImageInput, NumberInput, SketchpadInput, SliderInput, load_model, to_rgb,
                           weights_status)
-from models.generative import slerp
+from models.generative import bernoulli_nll, gaussian_kl, slerp
 
 TITLE = "Generative models"
 MODELS = {"VAE": "vae-fashion", "beta-VAE (2-d latent)": "beta-vae-fashion", "DCGAN": "gan-fashion"}
@@ -92,12 +92,14 @@ def _editor_image(value: Any) -> Image.Image | None:
     return value
 
 
-def prepare(value: Any) -> torch.Tensor:
+def prepare(value: Any, sketch: bool = False) -> torch.Tensor:
     """A drawing or photo -> (1, 1, 28, 28) in [0, 1], laid out like Fashion-MNIST: a light garment on
-    black, cropped to its bounding box, longest side scaled to 28 pixels, centered.
+    black, cropped to its bounding box, longest side scaled to 28 pixels, centered (an odd leftover pixel
+    above and left, as in Fashion-MNIST).
 
-    Ink is read from the alpha channel when the canvas is transparent (a sketch), else from brightness,
-    inverted when the border is light (a drawing or product photo on white)."""
+    Ink is read from the alpha channel of a ``sketch`` on a transparent canvas (strokes of any colour), else
+    from brightness, inverted when the border is light (a drawing or product photo on white; a transparent
+    upload is laid on white first, so a cutout keeps its own tone)."""
     image = _editor_image(value)
     if image is None:
         raise gr.Error("Draw a garment on the sketchpad or upload an image first.")
@@ -106,7 +108,7 @@ def prepare(value: Any) -> torch.Tensor:
     if image.width < 1 or image.height < 1:
         raise gr.Error("The image is empty.")
     ink = None
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if sketch and (image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)):
         alpha = np.asarray(image.convert("RGBA"))[..., 3].astype(np.float32) / 255
         if _border(alpha).mean() < 0.1:  # transparent canvas: strokes are wherever alpha is
             ink = alpha
@@ -121,7 +123,7 @@ def prepare(value: Any) -> torch.Tensor:
     scale = SIZE / max(crop.size)
     crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))), Image.LANCZOS)
     canvas = Image.new("L", (SIZE, SIZE), 0)
-    canvas.paste(crop, ((SIZE - crop.width) // 2, (SIZE - crop.height) // 2))
+    canvas.paste(crop, ((SIZE - crop.width + 1) // 2, (SIZE - crop.height + 1) // 2))
     return torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255)[None, None]
 
 
@@ -141,6 +143,9 @@ def sample_grid(model_choice: str = "VAE", seed: Any = 0, count: Any = 16, class
     n = _int(count, "Number of images", *LIMITS["count"])
     label = _class(class_name, allow_all=True)
     g = torch.Generator().manual_seed(seed)
+    if MODELS[model_choice] == "gan-fashion" and not model.conditional:  # trained with --unconditional
+        note = "This DCGAN is unconditional: the class choice does not apply."
+        return tile(model.sample(n, generator=g), min(n, 8)), note
     if MODELS[model_choice] == "gan-fashion":
         labels = torch.arange(n) % 10 if label is None else torch.full((n,), label)
         images = model.sample(n, labels, generator=g)
@@ -160,10 +165,13 @@ def reconstruct(sketch: Any, upload: Any = None, model_choice: str = "VAE") -> t
     """Encode a drawing (or an uploaded image, which takes precedence) with a VAE and decode the posterior
     mean: (what the model sees, its reconstruction, notes with the latent code and the image's -ELBO)."""
     model = _model(model_choice, VAES)
-    x = prepare(upload if _editor_image(upload) is not None else sketch)
+    uploaded = _editor_image(upload) is not None
+    x = prepare(upload, sketch=False) if uploaded else prepare(sketch, sketch=True)
     mu, logvar = model.encode(x)
     recon = model.decode(mu)
-    neg_elbo = float(model.elbo(x, beta=1.0).neg_elbo)  # one posterior sample
+    # one posterior sample, drawn with a fixed seed so the same image always gets the same figure
+    z = model.reparameterize(mu, logvar, torch.Generator().manual_seed(0))
+    neg_elbo = float(bernoulli_nll(model.decode_logits(z), x).mean() + gaussian_kl(mu, logvar).mean())
     mse = float((recon - x).pow(2).mean())
     code = ", ".join(f"{v:+.2f}" for v in mu[0].tolist())
     notes = (f"Latent mean ({model.latent_dim}-d): [{code}]\n\n"
@@ -199,7 +207,9 @@ def interpolate(mode: str = "Two seeds", model_choice: str = "VAE", seed_a: Any 
         za = _latent(model, _int(seed_a, "Seed A", 0, MAX_SEED))
         zb = _latent(model, _int(seed_b, "Seed B", 0, MAX_SEED))
         z = slerp(za, zb, t)
-        if MODELS[model_choice] == "gan-fashion":
+        if MODELS[model_choice] == "gan-fashion" and not model.conditional:  # trained with --unconditional
+            images = model.generator.generate(z)
+        elif MODELS[model_choice] == "gan-fashion":
             emb = model.generator.embed(torch.tensor([_class(class_a), _class(class_b)]))
             images = model.generator.generate(z, emb[0] + t[:, None] * (emb[1] - emb[0]))
         else:
@@ -297,7 +307,7 @@ def build() -> None:
                               elem_id="gen-sketch")
         with gr.Column():
             upload = ImageInput(label="...or upload an image (used instead of the drawing)", type="pil",
-                              sources=["upload", "clipboard"], height=200)
+                                image_mode=None, sources=["upload", "clipboard"], height=200)
             r_model = gr.Radio(VAES, value="VAE", label="Model")
             r_run = gr.Button("Reconstruct", variant="primary")
         with gr.Column():
@@ -322,8 +332,10 @@ def build() -> None:
                 i_class_b = gr.Dropdown(CLASSES, value="ankle boot", label="Class B (DCGAN)")
         with gr.Column(scale=2):
             with gr.Row():
-                i_image_a = ImageInput(label="Image A", type="pil", sources=["upload", "clipboard"], height=160)
-                i_image_b = ImageInput(label="Image B", type="pil", sources=["upload", "clipboard"], height=160)
+                i_image_a = ImageInput(label="Image A", type="pil", image_mode=None, sources=["upload", "clipboard"],
+                                       height=160)
+                i_image_b = ImageInput(label="Image B", type="pil", image_mode=None, sources=["upload", "clipboard"],
+                                       height=160)
             i_run = gr.Button("Interpolate", variant="primary")
             i_strip = gr.Image(label="Interpolation A -> B", interactive=False, format="png", elem_id="gen-strip")
     i_run.click(interpolate, [i_mode, i_model, i_seed_a, i_seed_b, i_frames, i_class_a, i_class_b, i_image_a,

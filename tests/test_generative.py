@@ -190,7 +190,7 @@ def sketch_value(box=(80, 60, 200, 240)) -> dict:
 
 
 def test_prepare_lays_images_out_like_fashion_mnist():
-    x = tab.prepare(sketch_value((100, 40, 160, 240)))  # a tall bar of ink on a transparent canvas
+    x = tab.prepare(sketch_value((100, 40, 160, 240)), sketch=True)  # a tall bar of ink on a transparent canvas
     assert x.shape == (1, 1, 28, 28)
     rows, cols = (x[0, 0] > 0.5).nonzero(as_tuple=True)
     assert rows.min() == 0 and rows.max() == 27  # longest side scaled to 28
@@ -202,6 +202,35 @@ def test_prepare_lays_images_out_like_fashion_mnist():
     dark = Image.new("L", (64, 64), 0)  # already light on black: kept
     ImageDraw.Draw(dark).rectangle([20, 10, 40, 50], fill=255)
     assert tab.prepare(dark)[0, 0, 14, 14] > 0.9
+
+
+def test_uploads_keep_their_tone_and_odd_margins_go_above_and_left():
+    """A transparent cutout is a garment on white (Fashion-MNIST inks 1 - grey), whatever its colour: it used to
+    be drawn as a solid silhouette, or (Gradio's RGB conversion) on black and left uninverted. The odd leftover
+    row of the 28x28 frame goes above, as in Fashion-MNIST, not below."""
+    for grey in (30, 128, 230):
+        cutout = Image.new("RGBA", (90, 60), (0, 0, 0, 0))
+        ImageDraw.Draw(cutout).ellipse([5, 5, 84, 54], fill=(grey, grey, grey, 255))
+        on_white = Image.new("RGB", (90, 60), "white")
+        ImageDraw.Draw(on_white).ellipse([5, 5, 84, 54], fill=(grey, grey, grey))
+        x, y = tab.prepare(cutout), tab.prepare(on_white)
+        assert torch.allclose(x, y, atol=1 / 255) and float(x[0, 0, 14, 14]) == pytest.approx(1 - grey / 255, abs=0.02)
+    rows = (tab.prepare(on_white)[0, 0] > 0.05).any(1).nonzero().flatten()
+    top, bottom = int(rows.min()), 27 - int(rows.max())
+    assert top + bottom > 0 and top - bottom in (0, 1)
+    sketch = tab.prepare(sketch_value(), sketch=True)  # sketch strokes: ink is where alpha is
+    assert float(sketch.max()) > 0.99
+
+
+def test_reconstruction_elbo_is_the_same_on_every_click(small_models):
+    assert tab.reconstruct(sketch_value(), None, "VAE")[2] == tab.reconstruct(sketch_value(), None, "VAE")[2]
+
+
+def test_an_unconditional_dcgan_works_in_the_tab(small_models):
+    small_models["gan-fashion"] = small_gan(num_classes=0)  # python -m training.gan --unconditional
+    grid, note = tab.sample_grid("DCGAN", 1, 6, "sneaker")
+    assert "unconditional" in note and grid.size[0] > grid.size[1]
+    assert tab.interpolate("Two seeds", "DCGAN", 0, 1, 4, "sneaker", "bag").size[0] > 3 * tab.SIZE
 
 
 def test_tab_functions(small_models):
