@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import tempfile
 import threading
@@ -143,7 +144,7 @@ def slowest_and_fastest(row: dict[str, Any], exclude: set[str] = frozenset()) ->
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values) + 0.5) - 1))]
+    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q / 100 * len(sorted_values)) - 1))]  # nearest rank
 
 
 def run_load(url: str, endpoints: dict[str, list[Any]], clients: int, seconds: float,

@@ -209,6 +209,15 @@ def test_lookahead_pulls_toward_the_slow_weights_and_ends_on_them():
         model.weight.add_(5.0)
     lookahead(10)  # the last step: the weights become the slow copy, the last 5 steps' moves dropped
     assert torch.allclose(model.weight, snapshot)
+    # resumed: the slow copy starts from the weights the run resumes with, not from the initial ones
+    resumed = torch.nn.Linear(3, 2)
+    lookahead = Lookahead(resumed, total_steps=10, every=5, resumed=True)
+    with torch.no_grad():  # fit() loads the checkpoint after the Lookahead was built
+        resumed.weight.copy_(snapshot)
+    lookahead(9)
+    assert torch.allclose(resumed.weight, snapshot)
+    lookahead(10)
+    assert torch.allclose(resumed.weight, snapshot)  # it used to be pulled back toward the random init
 
 
 def test_predict_tta_and_accuracy_report():
@@ -237,8 +246,10 @@ def test_predict_tta_and_accuracy_report():
 def test_export_matches_pytorch(tmp_path, kind, fmt):
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")
-    model = trained_like(small(kind))
+    model = trained_like(small(kind)).to(memory_format=torch.channels_last)
     path = export(model, tmp_path / f"m{EXPORT_SUFFIXES[fmt]}", fmt)
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)  # the model is left as it was
     for batch in (1, 5):  # batch sizes other than the one traced with
         x = torch.rand(batch, 3, 32, 32)
         with torch.no_grad():

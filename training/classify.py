@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import platform
@@ -350,14 +351,24 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
 
 class Lookahead:
     """airbench's Lookahead (Zhang et al., 2019): every ``every`` steps the weights are pulled toward a
-    slow copy by a factor that grows as (step / total)^3, and the slow copy becomes the final weights."""
+    slow copy by a factor that grows as (step / total)^3, and the slow copy becomes the final weights (of a
+    run that reaches ``total``; one stopped early by its time budget keeps its fast weights).
 
-    def __init__(self, model: nn.Module, total_steps: int, every: int = 5, base: float = 0.95 ** 5):
+    ``resumed``: the slow copy is not in the loop's checkpoint, so a resumed run takes it from the weights
+    it resumes with, at its first step (not from the freshly initialised ones, which are gone)."""
+
+    def __init__(self, model: nn.Module, total_steps: int, every: int = 5, base: float = 0.95 ** 5,
+                 resumed: bool = False):
         self.model, self.total, self.every, self.base = model, total_steps, every, base
-        self.slow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        self.slow = None if resumed else self._copy()
+
+    def _copy(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items() if v.is_floating_point()}
 
     @torch.no_grad()
     def __call__(self, step: int) -> None:
+        if self.slow is None:
+            self.slow = self._copy()
         if step % self.every and step < self.total:
             return
         decay = 1.0 if step >= self.total else self.base * (step / self.total) ** 3
@@ -447,7 +458,8 @@ def train(args: argparse.Namespace) -> None:
         target = teacher_probs.argmax(1) if args.distillation == "hard" else teacher_probs
         return 0.5 * criterion(logits, y) + 0.5 * F.cross_entropy(logits, target)
 
-    lookahead = Lookahead(model, steps) if recipe.lookahead else None
+    resuming = cfg.resume and (out_dir / "checkpoint.pt").exists()
+    lookahead = Lookahead(model, steps, resumed=resuming) if recipe.lookahead else None
 
     def on_step(step: int, _loss: float) -> None:
         if isinstance(model, CompactNet) and step >= whiten_bias_steps:
@@ -651,8 +663,9 @@ EXPORT_SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".pt"}
 
 def export(model: nn.Module, path: str | Path, fmt: str) -> Path:
     """An ONNX, torch.export (``pt2``) or traced TorchScript file of ``model``, any batch size; input float
-    (B,3,32,32) in [0,1]. torch.jit warns that TorchScript is deprecated: pt2 is its successor."""
-    model = model.eval().to(memory_format=torch.contiguous_format)
+    (B,3,32,32) in [0,1]. torch.jit warns that TorchScript is deprecated: pt2 is its successor. ``model``
+    itself is left as it was (a copy is exported, in the plain memory format)."""
+    model = copy.deepcopy(model).eval().to(memory_format=torch.contiguous_format)
     path = Path(path)
     example = torch.rand(2, 3, 32, 32)
     if fmt == "torchscript":
