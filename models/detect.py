@@ -223,6 +223,17 @@ class YOLO(nn.Module, PyTorchModelHubMixin):
         return results
 
 
+def check_size(size: int) -> None:
+    """The input sizes the detector takes: multiples of its largest stride (32), at least 64."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 64 or size % 32:
+        raise ValueError(f"input size {size!r}: use a multiple of 32, at least 64")
+
+
+def letterbox_scales(original: tuple[int, int], resized: tuple[int, int]) -> tuple[float, float]:
+    """(x, y) factors from an (H, W) image to its letterboxed (nh, nw) size."""
+    return resized[1] / original[1], resized[0] / original[0]
+
+
 def letterbox(image: torch.Tensor, size: int, fill: float = 0.5) -> tuple[torch.Tensor, float, tuple[int, int]]:
     """Resize a (3, H, W) float image so its longer side is ``size`` and pad it to ``size`` x ``size``
     (top-left aligned). Returns the square image, the scale and the (H, W) it was resized to."""
@@ -235,9 +246,11 @@ def letterbox(image: torch.Tensor, size: int, fill: float = 0.5) -> tuple[torch.
     return out, scale, (nh, nw)
 
 
-def to_image_boxes(boxes: torch.Tensor, scale: float, height: int, width: int) -> torch.Tensor:
-    """Letterboxed (x1, y1, x2, y2) boxes back in the original image's pixels, clipped to its borders."""
-    boxes = boxes / scale
+def to_image_boxes(boxes: torch.Tensor, scale: float | tuple[float, float], height: int, width: int) -> torch.Tensor:
+    """Letterboxed (x1, y1, x2, y2) boxes back in the original image's pixels, clipped to its borders.
+    ``scale``: one factor, or (x, y) factors (``letterbox_scales``: each side of the resize is rounded)."""
+    sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
+    boxes = boxes / torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
     return boxes
@@ -247,11 +260,13 @@ def to_image_boxes(boxes: torch.Tensor, scale: float, height: int, width: int) -
 def detect(model: YOLO, image: torch.Tensor, score_threshold: float | None = None, nms_iou: float | None = None,
            size: int | None = None) -> dict[str, torch.Tensor]:
     """Detections for one (3, H, W) float image in [0, 1], boxes in that image's pixel coordinates."""
-    size = size or model.config.image_size
-    x, scale, (nh, nw) = letterbox(image, size)
+    size = model.config.image_size if size is None else size
+    check_size(size)
+    x, _, resized = letterbox(image, size)
     raw = model(x[None])
     det = model.postprocess(raw, (size, size), score_threshold, nms_iou)[0]
-    return {**det, "boxes": to_image_boxes(det["boxes"], scale, *image.shape[-2:])}
+    scales = letterbox_scales(tuple(image.shape[-2:]), resized)
+    return {**det, "boxes": to_image_boxes(det["boxes"], scales, *image.shape[-2:])}
 
 
 def detect_photo(model: YOLO, image: Image.Image, score_threshold: float | None = None, nms_iou: float | None = None,

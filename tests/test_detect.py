@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import weights
-from models.detect import YOLO, YOLOConfig, detect, letterbox, to_image_boxes
+from models.detect import YOLO, YOLOConfig, detect, letterbox, letterbox_scales, to_image_boxes
 from training import detect as train_detect
 from training.common import default_data
 
@@ -267,6 +267,9 @@ def test_evaluate_cli_prints_one_json_line():
     aps = report["per_class_ap50"].values()
     assert None in aps and all(ap is None or 0.0 <= ap <= 1.0 for ap in aps)
     assert {"map50_voc07", "map50_voc"} <= set(report)
+    tail = subprocess.run([sys.executable, "-m", "training.detect", "evaluate", "--weights", "weights/yolo-voc",
+                           "--start", "2505", "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert tail.returncode == 0 and json.loads(tail.stdout)["images"] == 5  # --start skips the selection images
     bad = subprocess.run([sys.executable, "-m", "training.detect", "evaluate", "--weights", "weights/no-such"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not a weights folder" in bad.stderr
@@ -315,3 +318,19 @@ def test_boxes_go_back_to_image_pixels_clipped_to_the_image():
     from torchvision.ops import box_iou
     truth = torch.tensor([[0.0, 20.0, 80.0, 100.0]])
     assert box_iou(boxes[:1] / 0.5, truth).item() < 0.5 < box_iou(out[:1], truth).item()
+
+
+def test_each_axis_maps_back_with_its_own_rounded_scale():
+    """letterbox rounds each side of the resize: a 30x1024 image becomes 8x256 (scale 0.267 across, 0.25
+    down), so one factor put the bottom of a full-height box at 28.4 px instead of 30."""
+    image = torch.rand(3, 30, 1024)
+    _, _, resized = letterbox(image, 256)
+    scales = letterbox_scales((30, 1024), resized)
+    full = torch.tensor([[0.0, 0.0, float(resized[1]), float(resized[0])]])
+    assert to_image_boxes(full, scales, 30, 1024)[0].tolist() == pytest.approx([0.0, 0.0, 1024.0, 30.0])
+    for size in (300, 32, 0):  # not a multiple of the largest stride (the feature maps would not line up)
+        with pytest.raises(ValueError, match="multiple of 32"):
+            detect(tiny(), image, size=size)
+    out = subprocess.run([sys.executable, "-m", "training.detect", "evaluate", "--weights", "weights/yolo-voc",
+                          "--size", "300"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--size: input size 300: use a multiple of 32" in out.stderr

@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import weights
-from models.detect import VOC_CLASSES, YOLO, YOLOConfig, letterbox, to_image_boxes
+from models.detect import VOC_CLASSES, YOLO, YOLOConfig, check_size, letterbox, letterbox_scales, to_image_boxes
 from training.common import (CHECKPOINTS, ROOT, cli, default_data, fail, from_pretrained, load_weights_folder,
                              print_json, push_to_hub)
 from training.loop import TrainConfig, fit, precision
@@ -308,9 +308,9 @@ def predict_dataset(model: YOLO, dataset, size: int | None = None, batch: int = 
             image, annotation = dataset[i]
             gts.append(parse_target(annotation))
             pixels = to_tensor(image)
-            x, scale, _ = letterbox(pixels, size, FILL)
+            x, _, resized = letterbox(pixels, size, FILL)
             xs.append(x)
-            frames.append((scale, *pixels.shape[-2:]))
+            frames.append((letterbox_scales(tuple(pixels.shape[-2:]), resized), *pixels.shape[-2:]))
         raw = model(torch.stack(xs).to(device).contiguous(memory_format=torch.channels_last))
         for det, frame in zip(model.postprocess(raw, (size, size), score_threshold, nms_iou), frames):
             det = {k: v.cpu() for k, v in det.items()}
@@ -348,6 +348,8 @@ def recalibrate_bn(model: YOLO, data: VOCTrain, n: int = 256, batch: int = 16) -
 def train(args: argparse.Namespace) -> None:
     t0 = time.time()
     torch.manual_seed(args.seed)
+    if args.size % 32 or args.size < 64:
+        fail(f"--size {args.size}: use a multiple of 32, at least 64")
     if args.multiscale and (not args.unfreeze or any(s % 32 or s < 64 for s in args.multiscale)):
         fail(f"--multiscale {' '.join(map(str, args.multiscale))}: needs --unfreeze and sizes that are multiples of 32, "
              "at least 64")
@@ -410,11 +412,11 @@ def train(args: argparse.Namespace) -> None:
             for i in tqdm(range(val_n), desc="val features", leave=False):
                 image, annotation = val_set[i]
                 pixels = to_tensor(image)
-                x, scale, _ = letterbox(pixels, args.size, FILL)
+                x, _, resized = letterbox(pixels, args.size, FILL)
                 x = x[None].to(next(model.parameters()).device).contiguous(memory_format=torch.channels_last)
                 val_feats.append(model.features(x)[0].half().cpu())
                 val_gts.append(parse_target(annotation))
-                val_frames.append((scale, *pixels.shape[-2:]))
+                val_frames.append((letterbox_scales(tuple(pixels.shape[-2:]), resized), *pixels.shape[-2:]))
     else:
         train_data = AugmentedImages(data, args.seed, args.multiscale)
     print(f"data ready after {(time.time() - t0) / 60:.1f} min", flush=True)
@@ -522,17 +524,25 @@ def write_model_card(folder: Path, report: dict[str, Any], args: argparse.Namesp
 
 def evaluate_command(args: argparse.Namespace) -> None:
     folder = Path(args.weights)
+    if args.size is not None:
+        try:
+            check_size(args.size)
+        except ValueError as e:
+            fail(f"--size: {e}")
     model = load_weights_folder(YOLO, folder).to(memory_format=torch.channels_last)
     try:
         dataset = voc_dataset(args.data, args.split, args.year)
     except FileNotFoundError as e:
         fail(str(e))
+    if not 0 <= args.start < len(dataset):
+        fail(f"--start {args.start}: the {args.split} split has {len(dataset)} images")
+    dataset = torch.utils.data.Subset(dataset, range(args.start, len(dataset)))
     start = time.time()
     preds, gts = predict_dataset(model, dataset, args.size, limit=args.limit, score_threshold=args.score_threshold,
                                  nms_iou=args.nms_iou)
     report = detection_metrics(preds, gts, model.classes)
     print_json({"weights": str(folder), "data": str(voc_root(args.data, args.year)[0]), "year": voc_root(args.data, args.year)[1],
-                "split": args.split, "images": len(preds), **report,
+                "split": args.split, "start": args.start, "images": len(preds), **report,
                 "seconds": round(time.time() - start, 1)})
 
 
@@ -573,6 +583,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--start", type=int, default=0, help="skip the split's first N images (training selects its "
+                   "checkpoint on the first --val-images of val: --start 300 leaves those out)")
     p.add_argument("--score-threshold", type=float, default=0.01)
     p.add_argument("--nms-iou", type=float, default=0.5)
 
