@@ -105,14 +105,17 @@ def local_dir(name: str) -> Path:
 _hub_folders: dict[str, Path] = {}  # repo id -> its snapshot, so a request asks the Hub once per process
 
 
+def _missing(folder: Path) -> list[str]:
+    return [f for f in REQUIRED_FILES if not (folder / f).is_file()]
+
+
 def resolve(name: str) -> Path:
     """The folder holding ``name``'s files: the local one, or the Hub snapshot (downloaded once, cached)."""
     org = hub_org()
     if org is None:
         folder = local_dir(name)
-        missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
-        if missing:
-            raise WeightsError(f"{name}: {folder / missing[0]} not found. Not trained yet: run "
+        if _missing(folder):
+            raise WeightsError(f"{name}: {folder / _missing(folder)[0]} not found. Not trained yet: run "
                                f"`{spec(name).train_command}`")
         return folder
     repo_id = f"{org}/{name}"
@@ -122,9 +125,8 @@ def resolve(name: str) -> Path:
             folder = Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.md"]))
         except Exception as e:  # network, auth, missing repo: all reported the same way
             raise WeightsError(f"could not download {repo_id} from the Hub: {type(e).__name__}: {e}") from e
-        missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
-        if missing:
-            raise WeightsError(f"{name}: the Hub repo {repo_id} has no {missing[0]}. Publish it with "
+        if _missing(folder):
+            raise WeightsError(f"{name}: the Hub repo {repo_id} has no {_missing(folder)[0]}. Publish it with "
                                f"`python -m training.{spec(name).task} push --weights weights/{name} "
                                f"--repo-id {repo_id}`")
         _hub_folders[repo_id] = folder
@@ -132,7 +134,7 @@ def resolve(name: str) -> Path:
 
 
 def available(name: str) -> bool:
-    return all((local_dir(name) / f).is_file() for f in REQUIRED_FILES) if hub_org() is None else True
+    return not _missing(local_dir(name)) if hub_org() is None else True
 
 
 _cache: dict[str, Any] = {}
