@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import math
+import socket
 import statistics
 import subprocess
 import sys

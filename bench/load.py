@@ -144,7 +144,8 @@ def slowest_and_fastest(row: dict[str, Any], exclude: set[str] = frozenset()) ->
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q / 100 * len(sorted_values)) - 1))]  # nearest rank
+    rank = math.ceil(q / 100 * len(sorted_values))  # nearest rank
+    return sorted_values[min(len(sorted_values) - 1, max(0, rank - 1))]
 
 
 def run_load(url: str, endpoints: dict[str, list[Any]], clients: int, seconds: float,

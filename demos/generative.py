@@ -14,7 +14,7 @@ from PIL import Image
 import weights
 from demos.common import (ImageInput, NumberInput, SketchpadInput, SliderInput, load_model, to_rgb,
                           weights_status)
-from models.generative import bernoulli_nll, gaussian_kl, slerp
+from models.generative import slerp
 
 TITLE = "Generative models"
 MODELS = {"VAE": "vae-fashion", "beta-VAE (2-d latent)": "beta-vae-fashion", "DCGAN": "gan-fashion"}
@@ -170,8 +170,7 @@ def reconstruct(sketch: Any, upload: Any = None, model_choice: str = "VAE") -> t
     mu, logvar = model.encode(x)
     recon = model.decode(mu)
     # one posterior sample, drawn with a fixed seed so the same image always gets the same figure
-    z = model.reparameterize(mu, logvar, torch.Generator().manual_seed(0))
-    neg_elbo = float(bernoulli_nll(model.decode_logits(z), x).mean() + gaussian_kl(mu, logvar).mean())
+    neg_elbo = float(model.elbo(x, beta=1.0, generator=torch.Generator().manual_seed(0)).neg_elbo)
     mse = float((recon - x).pow(2).mean())
     code = ", ".join(f"{v:+.2f}" for v in mu[0].tolist())
     notes = (f"Latent mean ({model.latent_dim}-d): [{code}]\n\n"

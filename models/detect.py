@@ -223,9 +223,13 @@ class YOLO(nn.Module, PyTorchModelHubMixin):
         return results
 
 
-def check_size(size: int) -> None:
+def valid_size(size: int) -> bool:
     """The input sizes the detector takes: multiples of its largest stride (32), at least 64."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 64 or size % 32:
+    return isinstance(size, int) and not isinstance(size, bool) and size >= 64 and size % 32 == 0
+
+
+def check_size(size: int) -> None:
+    if not valid_size(size):
         raise ValueError(f"input size {size!r}: use a multiple of 32, at least 64")
 
 

@@ -96,13 +96,14 @@ class VAE(nn.Module, PyTorchModelHubMixin):
         eps = randn(mu.shape, generator, mu.device, mu.dtype)
         return mu + (0.5 * logvar).exp() * eps
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(reconstruction logits, mu, logvar) with one reparameterized sample."""
         mu, logvar = self.encode(x)
-        return self.decode_logits(self.reparameterize(mu, logvar)), mu, logvar
+        return self.decode_logits(self.reparameterize(mu, logvar, generator)), mu, logvar
 
-    def elbo(self, x: torch.Tensor, beta: float | None = None) -> ELBO:
-        logits, mu, logvar = self(x)
+    def elbo(self, x: torch.Tensor, beta: float | None = None, generator: torch.Generator | None = None) -> ELBO:
+        logits, mu, logvar = self(x, generator)
         recon, kl = bernoulli_nll(logits, x).mean(), gaussian_kl(mu, logvar).mean()
         beta = self.config.beta if beta is None else beta
         return ELBO(loss=recon + beta * kl, recon=recon, kl=kl)

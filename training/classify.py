@@ -30,7 +30,7 @@ from models.classify import (TTA_LEVELS, CompactNet, CompactNetConfig, ResNet, R
                              tta_logits)
 import weights
 from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, from_pretrained, print_json, push_to_hub
-from training.loop import TrainConfig, fit, load_checkpoint, pick_device, precision
+from training.loop import TrainConfig, checkpoint_path, fit, load_checkpoint, pick_device, precision
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CACHE = ROOT / "data_cache"
@@ -458,7 +458,7 @@ def train(args: argparse.Namespace) -> None:
         target = teacher_probs.argmax(1) if args.distillation == "hard" else teacher_probs
         return 0.5 * criterion(logits, y) + 0.5 * F.cross_entropy(logits, target)
 
-    resuming = cfg.resume and (out_dir / "checkpoint.pt").exists()
+    resuming = cfg.resume and checkpoint_path(out_dir).exists()
     lookahead = Lookahead(model, steps, resumed=resuming) if recipe.lookahead else None
 
     def on_step(step: int, _loss: float) -> None:

@@ -37,7 +37,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import weights
-from models.detect import VOC_CLASSES, YOLO, YOLOConfig, check_size, letterbox, letterbox_scales, to_image_boxes
+from models.detect import (VOC_CLASSES, YOLO, YOLOConfig, check_size, letterbox, letterbox_scales, to_image_boxes,
+                           valid_size)
 from training.common import (CHECKPOINTS, ROOT, cli, default_data, fail, from_pretrained, load_weights_folder,
                              print_json, push_to_hub)
 from training.loop import TrainConfig, fit, precision
@@ -348,9 +349,8 @@ def recalibrate_bn(model: YOLO, data: VOCTrain, n: int = 256, batch: int = 16) -
 def train(args: argparse.Namespace) -> None:
     t0 = time.time()
     torch.manual_seed(args.seed)
-    if args.size % 32 or args.size < 64:
-        fail(f"--size {args.size}: use a multiple of 32, at least 64")
-    if args.multiscale and (not args.unfreeze or any(s % 32 or s < 64 for s in args.multiscale)):
+    check_size_arg("--size", args.size)
+    if args.multiscale and (not args.unfreeze or any(not valid_size(s) for s in args.multiscale)):
         fail(f"--multiscale {' '.join(map(str, args.multiscale))}: needs --unfreeze and sizes that are multiples of 32, "
              "at least 64")
     try:
@@ -522,13 +522,17 @@ def write_model_card(folder: Path, report: dict[str, Any], args: argparse.Namesp
 
 # --------------------------------------------------------------------------- evaluate
 
+def check_size_arg(flag: str, size: int) -> None:
+    try:
+        check_size(size)
+    except ValueError as e:
+        fail(f"{flag}: {e}")
+
+
 def evaluate_command(args: argparse.Namespace) -> None:
     folder = Path(args.weights)
     if args.size is not None:
-        try:
-            check_size(args.size)
-        except ValueError as e:
-            fail(f"--size: {e}")
+        check_size_arg("--size", args.size)
     model = load_weights_folder(YOLO, folder).to(memory_format=torch.channels_last)
     try:
         dataset = voc_dataset(args.data, args.split, args.year)

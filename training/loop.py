@@ -223,6 +223,11 @@ def set_rng_state(state: dict[str, Any] | torch.Tensor) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def checkpoint_path(out_dir: str | Path) -> Path:
+    """Where ``fit`` keeps the state a run resumes from."""
+    return Path(out_dir) / "checkpoint.pt"
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -289,7 +294,7 @@ def fit(model: nn.Module, train_data: Dataset, loss_fn: Callable[[nn.Module, Any
     seed_everything(cfg.seed)
     model.to(device)
     out = Path(cfg.out_dir)
-    ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
+    ckpt_path, best_path = checkpoint_path(out), out / "best.pt"
 
     opt = optimizer or make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg)
