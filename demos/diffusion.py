@@ -28,7 +28,7 @@ CLASSES = {"Fashion-MNIST": ["T-shirt/top", "trouser", "pullover", "dress", "coa
 ALL_CLASSES, UNCONDITIONAL = "one of each class", "unconditional (null class)"
 SAMPLERS = {"DDIM": "ddim", "DDPM": "ddpm"}
 LIMITS = {"steps": (1, 1000), "images": (1, 16), "guidance": (0.0, 10.0), "eta": (0.0, 1.0)}
-MAX_WORK = 4000       # steps x images per request (about a minute on one CPU core)
+MAX_WORK = 8000       # network evaluations per request: steps x images, x2 with guidance (about a minute here)
 MAX_FRAMES = 100      # steps stored for the scrubber and the GIF
 LIVE_UPDATES = 25     # streamed frames per run
 ZOOM = 4              # stored frames are 1:1 (a session keeps up to MAX_FRAMES of them); the views are zoomed
@@ -75,10 +75,18 @@ def check_settings(sampler: str, steps: Any, eta: Any, guidance: Any, n_images: 
         low, high = LIMITS[key]
         if not low <= v <= high:
             raise gr.Error(f"{name} must be between {low:g} and {high:g}, got {v:g}.")
-    if steps * n_images > MAX_WORK:
-        raise gr.Error(f"{steps} steps x {n_images} images is too much work for one request on a CPU (limit "
-                       f"{MAX_WORK} image-steps): use fewer steps (DDIM at 50 steps looks as good) or fewer images.")
     return SAMPLERS[sampler], steps, eta, guidance, n_images, seed % (MAX_SEED + 1)
+
+
+def check_work(steps: int, n_images: int, guided: bool) -> None:
+    """Refuse requests over MAX_WORK network evaluations: guidance runs the model twice per image and step
+    (conditional and null class, see ``guided_eps``)."""
+    passes = 2 if guided else 1
+    if steps * n_images * passes > MAX_WORK:
+        with_guidance = " with guidance (two passes each)" if guided else ""
+        raise gr.Error(f"{steps} steps x {n_images} images{with_guidance} is too much work for one request on a "
+                       f"CPU (limit {MAX_WORK} image-steps): use fewer steps (DDIM at 50 steps looks as good) or "
+                       f"fewer images.")
 
 
 def _labels(dataset: str, class_name: str, n: int, num_classes: int) -> torch.Tensor | None:
@@ -162,9 +170,10 @@ def generate(dataset: str = "Fashion-MNIST", class_name: str = "sneaker", sample
     kind, steps, eta, guidance, n_images, seed = check_settings(sampler, steps, eta, guidance, n_images, seed)
     model = load_model(MODELS[dataset])
     cfg = model.config
+    labels = _labels(dataset, class_name, n_images, cfg.num_classes)
+    check_work(steps, n_images, guided=labels is not None and guidance not in (0, 1))
     if steps > cfg.num_train_timesteps:
         raise gr.Error(f"This model was trained with {cfg.num_train_timesteps} noise levels: use at most that many steps.")
-    labels = _labels(dataset, class_name, n_images, cfg.num_classes)
     if kind == "ddpm" and eta:
         gr.Warning("eta only applies to DDIM; DDPM always uses the posterior variance.")
     scheduler = make_scheduler(kind, cfg, steps)

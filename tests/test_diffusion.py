@@ -336,6 +336,17 @@ def test_bad_settings_are_clear_errors(tab, kw, message):
         _run(tab, **kw)
 
 
+def test_work_limit_counts_the_second_pass_of_guidance(tab):
+    """Guidance evaluates the U-Net on a doubled batch, so a guided request may do half the image-steps."""
+    import gradio as gr
+    tab.check_work(1000, 8, guided=False)
+    tab.check_work(1000, 4, guided=True)
+    with pytest.raises(gr.Error, match="with guidance"):
+        tab.check_work(1000, 5, guided=True)
+    with pytest.raises(gr.Error, match="too much work"):
+        tab.check_work(1000, 9, guided=False)
+
+
 def test_scrub_without_frames_and_classes_per_dataset(tab):
     import gradio as gr
     with pytest.raises(gr.Error, match="Generate a sample first"):
