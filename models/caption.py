@@ -308,7 +308,8 @@ def beam_search(step: Callable[[torch.Tensor], torch.Tensor], bos: int, eos: int
     are finished and no live prefix can still beat the worst of them (exact: log-probs only fall, and
     for alpha > 0 the bound uses the most favourable length left), or after ``max_steps`` tokens (live
     prefixes then become unfinished hypotheses, ranked after the finished ones).
-    Returns up to ``beam_size`` hypotheses, best first; beam_size 1 is greedy decoding.
+    Returns up to ``beam_size`` hypotheses, best first; beam_size 1 is greedy decoding (the length penalty
+    then changes nothing: the search ends when <eos> is the most likely next token).
     """
     if beam_size < 1:
         raise ValueError("beam_size must be at least 1")
@@ -347,7 +348,7 @@ def beam_search(step: Callable[[torch.Tensor], torch.Tensor], bos: int, eos: int
             # favourable length penalty it can get before max_steps
             n = max(t + 2, max_steps) if length_penalty > 0 else t + 2
             best_live = float(scores.max()) / length_norm(n, length_penalty)
-            if best_live <= worst:
+            if best_live <= worst or beam_size == 1:  # greedy stops at its first <eos>, whatever the penalty
                 break
     else:  # out of steps: the live prefixes fill up the list, ranked after every finished hypothesis
         for row, s in zip(seqs[:, 1:].tolist(), scores.tolist()):

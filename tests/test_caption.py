@@ -47,6 +47,14 @@ def test_beam_finds_the_known_best_sequence_that_greedy_misses():
     assert best[1].tokens == [A] and best[0].finished
 
 
+def test_beam_one_is_greedy_whatever_the_length_penalty():
+    """A length penalty rewards long hypotheses, but beam 1 (the tab's 'greedy') must still stop at the first
+    <eos> that is the most likely next token, as greedy decoding does."""
+    for alpha in (0.0, 1.0, 3.0):
+        greedy = beam_search(markov(TRAP), BOS, EOS, beam_size=1, max_steps=10, length_penalty=alpha)
+        assert [h.tokens for h in greedy] == [[A]] and greedy[0].finished
+
+
 def test_wide_beam_equals_exhaustive_search():
     g = torch.Generator().manual_seed(0)
     words = [A, B, C]
