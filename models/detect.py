@@ -208,6 +208,7 @@ class YOLO(nn.Module, PyTorchModelHubMixin):
         score_threshold = self.config.score_threshold if score_threshold is None else score_threshold
         nms_iou = self.config.nms_iou if nms_iou is None else nms_iou
         max_detections = max_detections or self.config.max_detections
+        raw = raw.float()  # bf16 (autocast) scores tie often, which would make the mAP depend on sort order
         boxes_all = self.decode(raw, size)
         scores_all = torch.sigmoid(raw[..., 4:5]) * torch.sigmoid(raw[..., 5:])
         results = []

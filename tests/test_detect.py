@@ -118,6 +118,10 @@ def test_postprocess_nms_on_hand_made_boxes():
     low = model.postprocess(raw, SIZE, score_threshold=0.05, nms_iou=0.5)[0]
     assert len(low["scores"]) == 5 and low["scores"][-1] == pytest.approx(0.1, abs=1e-3)
     assert len(model.postprocess(raw, SIZE, score_threshold=0.95)[0]["scores"]) == 0
+    # bf16 logits (the trainer's autocast) are scored and decoded in fp32, where bf16's 8-bit mantissa would tie
+    half = model.postprocess(raw.bfloat16(), SIZE, score_threshold=0.25, nms_iou=0.5)[0]
+    assert half["scores"].dtype == torch.float32 and half["boxes"].dtype == torch.float32
+    assert half["labels"].tolist() == [14, 11, 14, 14]
 
 
 def test_letterbox_and_detect_map_back_to_the_image():
