@@ -193,8 +193,10 @@ def write_card(folder: str | Path, name: str, *, description: str, metrics: dict
 def save(model: Any, folder: str | Path, half: bool = True) -> None:
     """``save_pretrained`` into ``folder``, floating-point tensors stored as fp16 (loaded back as fp32).
 
-    Files are written to a temporary sibling folder first and then moved in, so an interrupted save
-    never leaves a half-written model behind.
+    Files are written to a temporary sibling folder first and then each moved in with one atomic rename, so
+    an interrupted save never leaves a half-written file behind. (Only a kill between the two renames, a
+    window of microseconds, could pair a new config.json with the old weights; loading then fails on the
+    shapes or loads the old model, and a rerun of the save mends it.)
     """
     import tempfile
 
