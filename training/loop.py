@@ -1,4 +1,5 @@
-"""The one training loop every trainer in this project uses.
+"""The one training loop the trainers in this project use (all but the GAN's alternating updates and the
+Gibbs sampler that fits the Bayesian MF, ``training.bpmf``).
 
 It handles what every task needs and nothing task-specific: seeding, device choice, bf16 autocast,
 warm-up + cosine / OneCycle schedules, gradient clipping, atomic checkpoint + resume, best-on-validation

@@ -3,7 +3,7 @@
     python -m training.recommend                    # BiasedMF -> weights/mf-movielens (5-fold CV for the card)
     python -m training.recommend --model bpr        # BPRMF    -> weights/bpr-movielens (ranking protocol)
     python -m training.recommend evaluate --weights weights/mf-movielens
-    python -m training.recommend tune --model mf --grid dim=32,64 reg=0.02,0.05
+    python -m training.recommend tune --model bpr --grid dim=32,64 reg=0.005,0.01
 
 Protocols. MF: RMSE, 5-fold cross-validation on the official u1..u5 base/test splits, one model trained per
 fold with the shipped recipe. BPR: the Microsoft ``recommenders`` MovieLens-100K benchmark: a per-user

@@ -29,7 +29,8 @@ class ModelSpec:
     name: str          # folder under weights/ and repo name on the Hub
     model_class: str   # "package.module:Class", imported only when the model is loaded
     task: str          # training module: python -m training.<task>
-    train_args: str    # arguments that rebuild exactly this folder
+    train_args: str    # arguments that rebuild this folder (models trained in stages: the recipe's first
+                       # command; the folder's card lists every stage)
     title: str         # what the About tab shows
 
     @property
@@ -46,7 +47,8 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in [
               "Biased matrix factorization on MovieLens-100K (ratings)"),
     ModelSpec("bpr-movielens", "models.recsys:BPRMF", "recommend", "--model bpr",
               "BPR matrix factorization on MovieLens-100K (ranking)"),
-    ModelSpec("compact-cifar10", "models.classify:CompactNet", "classify", "--model compact",
+    ModelSpec("compact-cifar10", "models.classify:CompactNet", "classify",
+              "--model compact --epochs 15.5 --val-size 0 --flip alternate",
               "Compact conv net on CIFAR-10"),
     ModelSpec("resnet18-cifar10", "models.classify:ResNet", "classify", "--model resnet18",
               "ResNet-18 on CIFAR-10"),
@@ -56,7 +58,8 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in [
     ModelSpec("ddpm-cifar10", "models.diffusion:UNet", "diffusion", "--dataset cifar10",
               "Class-conditional DDPM on CIFAR-10"),
     ModelSpec("yolo-voc", "models.detect:YOLO", "detect", "", "YOLO-style detector on PASCAL VOC 2007"),
-    ModelSpec("captioner-flickr8k", "models.caption:Captioner", "caption", "",
+    ModelSpec("captioner-flickr8k", "models.caption:Captioner", "caption",
+              "--finetune-encoder --epochs 8 --eval-every 374",
               "CNN + Transformer captioner on Flickr8k"),
     ModelSpec("vae-fashion", "models.generative:VAE", "vae", "", "Convolutional VAE on Fashion-MNIST"),
     ModelSpec("gan-fashion", "models.generative:DCGAN", "gan", "", "DCGAN on Fashion-MNIST"),
