@@ -80,6 +80,9 @@ class ImageInput(gr.Image):
 def _clear_number_errors(label: str | None, preprocess: Callable[[Any], Any], payload: Any) -> Any:
     try:
         return preprocess(payload)
+    except gr.Error as e:  # Gradio's own range check ("Value 1001 is greater than maximum value 1000."): a
+        # ValueError too, but its message is the right one; say which field it is about
+        raise gr.Error(f"{label or 'A number'}: {e.message}") from None
     except (TypeError, ValueError, OverflowError):  # None, NaN or inf from an API caller, where ints are rounded
         raise gr.Error(f"{label or 'A number'}: expected a finite number, got {reprlib.repr(payload)}.") from None
 

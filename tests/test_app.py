@@ -125,3 +125,17 @@ def test_unusable_numbers_from_api_callers_are_clear_errors(component, payload):
         field.preprocess(payload)
     assert field.preprocess(2) == 2 and field.get_block_name() == component  # rendered as the plain component
 
+
+
+@pytest.mark.parametrize("component,payload,message", [("number", 944, "greater than maximum value 943"),
+                                                       ("slider", 0, "less than minimum value 1")])
+def test_out_of_range_numbers_keep_gradios_message(component, payload, message):
+    """Gradio's range check raises gr.Error, itself a ValueError: it used to be caught and reworded as
+    'expected a finite number, got 944'."""
+    import gradio as gr
+
+    from demos.common import NumberInput, SliderInput
+    field = (NumberInput(1, minimum=1, maximum=943, precision=0, label="User id") if component == "number"
+             else SliderInput(1, 1000, step=1, label="Steps"))
+    with pytest.raises(gr.Error, match=f"{field.label}: Value {payload} is {message}"):
+        field.preprocess(payload)
