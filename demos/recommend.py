@@ -6,6 +6,7 @@ movies similar to one. The logic lives in ``demos.recommend_service``; these fun
 """
 from __future__ import annotations
 
+import reprlib
 import threading
 from collections import Counter
 from typing import Any, Optional
@@ -93,19 +94,42 @@ def ratings_table(selected: Optional[list[int]], current: Any = None) -> list[li
     return rows
 
 
+def _movie_of_row(s: Recommender, key: Any, picked: dict[str, int]) -> int | None:
+    """The movie id a ratings-table row names (its title as the table lists it, or an API caller's movie id);
+    None for a movie that is not picked (the table is rebuilt after each pick, so it may lag behind)."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return key if key in picked.values() else None
+    if str(key) in picked:
+        return picked[str(key)]
+    if str(key) in _all_labels(s):
+        return None
+    raise gr.Error(f"The ratings table names {reprlib.repr(key)}, which is no movie title as the table lists "
+                   f"them (e.g. {next(iter(picked))!r}) nor a movie id.")
+
+
+def _all_labels(s: Recommender) -> set[str]:
+    return {label(s, i) for i in range(s.n_items)}
+
+
 def _ratings_from(selected: Optional[list[int]], table: Any) -> dict[int, float]:
     s = service()
-    by_label = {str(r[0]): r[1] for r in _table(table) if len(r) >= 2}
+    picked = {label(s, int(movie_id) - 1): int(movie_id) for movie_id in selected or []}
+    given = {}
+    for row in _table(table):
+        if len(row) >= 2 and (movie := _movie_of_row(s, row[0], picked)) is not None:
+            given[movie] = row[1]
     ratings = {}
-    for movie_id in selected or []:
-        value = by_label.get(label(s, int(movie_id) - 1), DEFAULT_RATING)
+    for name, movie_id in picked.items():
+        value = given.get(movie_id, DEFAULT_RATING)
         try:
+            if isinstance(value, bool):  # float(True) would be a rating of 1
+                raise TypeError
             value = float(value)
         except (TypeError, ValueError):
-            raise gr.Error(f"The rating of {label(s, int(movie_id) - 1)} must be a number from 1 to 5.") from None
+            raise gr.Error(f"The rating of {name} must be a number from 1 to 5.") from None
         if not 1 <= value <= 5:
-            raise gr.Error(f"The rating of {label(s, int(movie_id) - 1)} must be from 1 to 5, got {value:g}.")
-        ratings[int(movie_id)] = value
+            raise gr.Error(f"The rating of {name} must be from 1 to 5, got {value:g}.")
+        ratings[movie_id] = value
     return ratings
 
 
@@ -196,9 +220,11 @@ def _true_ratings() -> dict[int, dict[int, float]]:
 
 def recommend_user(user_id: Any, model: str = "bpr", k: Any = 10, filter_seen: bool = True
                    ) -> list[list[Any]]:
+    if not isinstance(filter_seen, bool):  # an API caller's "false" would otherwise count as true
+        raise gr.Error(f"'Hide movies the user has rated' must be true or false, not {reprlib.repr(filter_seen)}.")
     s = service()
     try:
-        return _rows(s.get_recommendations(_user(user_id), _k(k), bool(filter_seen), model))
+        return _rows(s.get_recommendations(_user(user_id), _k(k), filter_seen, model))
     except RecommendError as e:
         raise gr.Error(str(e)) from None
 

@@ -351,3 +351,19 @@ def test_tab_bad_inputs(tab) -> None:
                  lambda: tab.similar_movies(float("inf")), lambda: tab.similar_movies("Star Wars")):
         with pytest.raises(gr.Error):
             call()
+
+
+def test_tab_ratings_rows_and_flags_from_api_callers(tab) -> None:
+    """A row whose title matches no movie (an API caller's lower-case title) used to be dropped without a word,
+    the movie then rated the default 4; a rating of true counted as 1 and filter_seen="false" as true."""
+    import gradio as gr
+    star_wars = _id(tab, "Star Wars (1977)")
+    with pytest.raises(gr.Error, match="star wars .1977.', which is no movie title"):
+        tab.recommend_visitor([star_wars], [["star wars (1977)", 1]], "mf", 3)
+    with pytest.raises(gr.Error, match="must be a number from 1 to 5"):
+        tab.recommend_visitor([star_wars], [["Star Wars (1977)", True]], "mf", 3)
+    with pytest.raises(gr.Error, match="must be true or false"):
+        tab.recommend_user(1, "bpr", 3, "false")
+    # a movie id names the row too; a row for a movie no longer picked (the table lags a pick) is ignored
+    assert tab._ratings_from([star_wars], [[star_wars, 1], ["Toy Story (1995)", 2]]) == {star_wars: 1.0}
+    assert tab._ratings_from([star_wars], [["Star Wars (1977)", 2]]) == {star_wars: 2.0}
