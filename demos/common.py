@@ -130,20 +130,26 @@ def image_examples(paths: list[str], image: gr.Image, label: str, fn: Callable[.
     return examples
 
 
-def _to_uint8(image: Image.Image) -> Any:
+def _to_uint8(image: Image.Image, chunk: int = 1 << 20) -> Any:
     """A 16-bit, 32-bit integer or float grey image's pixels on the 0-255 scale, scaled rather than stretched
     (white stays white, a dark photo stays dark): 16-bit (and 32-bit integer pixels above 255) by 1/257,
-    floats in [0, 1] by 255, other floats clipped; NaN is black."""
+    floats in [0, 1] by 255, other floats clipped; NaN is black. Works through ``chunk`` pixels at a time:
+    float64 copies of a whole 40-megapixel image took a gigabyte."""
     import numpy as np
-    a = np.asarray(image, dtype=np.float64)
-    finite = np.isfinite(a)
-    top = a[finite].max() if finite.any() else 0.0
-    if image.mode.startswith("I;16") or (image.mode == "I" and top > 255):
-        a = a / 257
-    elif image.mode == "F" and top <= 1:
-        a = a * 255
-    a = np.where(finite, a, np.where(a > 0, 255, 0))  # +inf white, -inf and NaN black
-    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    a = np.asarray(image).reshape(-1)  # the image's own dtype (uint16, int32 or float32)
+    top = 0.0
+    for start in range(0, len(a), chunk):
+        part = a[start:start + chunk]
+        finite = part[np.isfinite(part)] if part.dtype.kind == "f" else part
+        top = max(top, float(finite.max()) if finite.size else 0.0)
+    scale = (1 / 257 if image.mode.startswith("I;16") or (image.mode == "I" and top > 255)
+             else 255.0 if image.mode == "F" and top <= 1 else 1.0)
+    out = np.empty(len(a), dtype=np.uint8)
+    for start in range(0, len(a), chunk):
+        part = a[start:start + chunk].astype(np.float64) * scale
+        part = np.where(np.isfinite(part), part, np.where(part > 0, 255, 0))  # +inf white, -inf and NaN black
+        out[start:start + chunk] = np.clip(np.rint(part), 0, 255)
+    return out.reshape(image.size[1], image.size[0])
 
 
 def to_rgb(image: Any) -> Image.Image:

@@ -26,6 +26,7 @@ LIMITS = {"count": (1, 64), "frames": (2, 16), "cells": (5, 25)}
 SIZE = 28
 ZOOM = 6              # single images are shown at 28 * ZOOM pixels (nearest neighbour)
 MAP_PX = 420          # the latent map's side in pixels, whatever the number of cells
+WORK_SIDE = 2048      # uploads are shrunk to this longer side before the ink is found
 MAP_EDGE = 0.03       # the map spans prior quantiles [MAP_EDGE, 1 - MAP_EDGE] on both axes
 MAX_SEED = 2**31 - 1
 
@@ -107,8 +108,12 @@ def prepare(value: Any, sketch: bool = False) -> torch.Tensor:
         image = to_rgb(image)  # a path: opened (and errors reported) by the shared helper
     if image.width < 1 or image.height < 1:
         raise gr.Error("The image is empty.")
+    transparent = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    if max(image.size) > WORK_SIDE:  # the model sees 28x28: full-size float copies of a 40 MP upload took GBs
+        image = (image if image.mode == "RGBA" else image.convert("RGBA")) if transparent else to_rgb(image)
+        image = image.reduce(math.ceil(max(image.size) / WORK_SIDE))  # box averages: no ringing around the ink
     ink = None
-    if sketch and (image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)):
+    if sketch and transparent:
         alpha = np.asarray(image.convert("RGBA"))[..., 3].astype(np.float32) / 255
         if _border(alpha).mean() < 0.1:  # transparent canvas: strokes are wherever alpha is
             ink = alpha
@@ -118,8 +123,8 @@ def prepare(value: Any, sketch: bool = False) -> torch.Tensor:
     mask = ink > 0.1 * max(float(ink.max()), 1e-6)
     if ink.max() < 0.05 or not mask.any():
         raise gr.Error("The drawing is empty: draw a garment (or upload a photo of one) first.")
-    ys, xs = np.nonzero(mask)
-    crop = Image.fromarray((ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1] * 255).astype(np.uint8), mode="L")
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    crop = Image.fromarray((ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] * 255).astype(np.uint8), mode="L")
     scale = SIZE / max(crop.size)
     crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))), Image.LANCZOS)
     canvas = Image.new("L", (SIZE, SIZE), 0)

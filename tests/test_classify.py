@@ -588,6 +588,24 @@ def test_deep_grey_images_are_scaled_not_stretched(mode, pixels, grey):
     assert np.asarray(to_rgb(image)).tolist() == np.full((6, 5, 3), grey).tolist()
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_deep_grey_conversion_in_chunks_matches_whole(mode):
+    """_to_uint8 works through a few pixels at a time (a 40-megapixel 16-bit upload took 1 GB as float64);
+    chunks that split rows, the maximum found in a later chunk and non-finite pixels give the same result."""
+    from demos.common import _to_uint8
+    rng = np.random.default_rng(0)
+    if mode == "F":
+        array = rng.random((7, 9), dtype=np.float32) * 0.9
+        array[0, 0], array[6, 8], array[3, 3] = np.nan, np.inf, 1.0
+    else:
+        array = rng.integers(0, 250, (7, 9)).astype(np.uint16 if mode == "I;16" else np.int32)
+        array[6, 8] = 60000  # only the last chunk tells that this is 16-bit-scale data
+    image = Image.fromarray(array, "I;16") if mode == "I;16" else Image.fromarray(array)
+    whole, chunked = _to_uint8(image), _to_uint8(image, chunk=5)
+    assert whole.shape == (7, 9) and whole.dtype == np.uint8 and np.array_equal(whole, chunked)
+    assert whole[6, 8] == (233 if mode != "F" else 255) and (mode != "F" or whole[0, 0] == 0)
+
+
 SHIPPED = [("Compact net", "compact", 0.8), ("ResNet-18", "resnet18", 0.85), ("ViT", "vit", 0.7)]
 SHARED_DATA = ROOT.parent / "shared" / "datasets"
 CIFAR_TEST = SHARED_DATA / "cifar10-jpg" / "test"

@@ -189,6 +189,24 @@ def sketch_value(box=(80, 60, 200, 240)) -> dict:
     return {"background": None, "layers": [canvas], "composite": canvas}
 
 
+def test_prepare_shrinks_large_uploads_first(monkeypatch):
+    """Above WORK_SIDE the upload is shrunk before its ink is found (full-size float copies and index arrays
+    of a 40-megapixel upload took over a gigabyte); the 28x28 result is about the same as without."""
+    def garment(side: int, mode: str) -> Image.Image:
+        image = Image.new(mode, (side, side), (255, 255, 255, 0) if mode == "RGBA" else "white")
+        ImageDraw.Draw(image).rectangle([side // 5 + 1, side // 9, side * 3 // 4 - 1, side * 7 // 8], fill=(90, 40, 40, 255)
+                                        if mode == "RGBA" else "black")
+        return image
+    for mode in ("RGB", "RGBA"):
+        small = tab.prepare(garment(512, mode), sketch=True)  # under WORK_SIDE: used as it is
+        monkeypatch.setattr(tab, "WORK_SIDE", 128)
+        large = tab.prepare(garment(512, mode), sketch=True)  # shrunk to 128 px first
+        monkeypatch.undo()
+        assert large.shape == small.shape == (1, 1, 28, 28)
+        # the same garment, up to the edge pixels that anti-aliasing blurs
+        assert (large - small).abs().mean() < 0.05 and abs(large.sum() - small.sum()) < 0.05 * small.sum()
+
+
 def test_prepare_lays_images_out_like_fashion_mnist():
     x = tab.prepare(sketch_value((100, 40, 160, 240)), sketch=True)  # a tall bar of ink on a transparent canvas
     assert x.shape == (1, 1, 28, 28)
