@@ -31,12 +31,19 @@ def prepare(image: Any, size: int) -> tuple[Image.Image, torch.Tensor]:
     return rgb, torch.from_numpy(np.asarray(small, dtype=np.float32) / 255).permute(2, 0, 1)[None]
 
 
+def fit_view(rgb: Image.Image) -> Image.Image:
+    """``rgb`` scaled to VIEW pixels on its longer side (at least 1 pixel on the other)."""
+    scale = VIEW / max(rgb.size)
+    size = max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))
+    return rgb if rgb.size == size else rgb.resize(size, Image.BICUBIC)
+
+
 def overlay(rgb: Image.Image, att: torch.Tensor, alpha: float = 0.55) -> Image.Image:
     """``rgb`` (shrunk to VIEW on its longer side) under a black-red-yellow-white map of ``att`` (a grid,
     stretched bilinearly to the image like the squashed input was)."""
-    scale = VIEW / max(rgb.size)
-    w, h = max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))
-    base = np.asarray(rgb.resize((w, h), Image.BICUBIC), dtype=np.float32) / 255
+    view = fit_view(rgb)
+    w, h = view.size
+    base = np.asarray(view, dtype=np.float32) / 255
     a = F.interpolate(att[None, None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
     a = (a - a.min()) / (a.max() - a.min()) if a.max() > a.min() else a * 0
     a = a.numpy()[..., None]
@@ -81,7 +88,8 @@ def caption(image: Any, beam_size: float = 3, length_penalty: float = 0.0, no_re
     beams = [[i + 1, " ".join(model.words(h.tokens)) + ("" if h.finished else " …"), round(h.logprob, 3),
               round(h.score, 3)] for i, h in enumerate(hyps)]
     choices = word_choices(words)
-    views = [overlay(rgb, m) for m in maps]
+    view = fit_view(rgb)  # once: resizing a full-size photo for every word took seconds each on huge uploads
+    views = [overlay(view, m) for m in maps]
     gallery = list(zip(views, choices))
     text = " ".join(words).capitalize() + "." if words else "(empty caption)"
     return text, beams, gr.update(choices=choices, value=choices[0]), views[0], gallery
