@@ -2,6 +2,7 @@
 webcam, from the YOLO-style detector trained here, with score / NMS-IoU thresholds and a class filter."""
 from __future__ import annotations
 
+import reprlib
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ def check_settings(score: float, nms_iou: float, classes: list[str] | None) -> l
     for name, value in (("Score threshold", score), ("NMS IoU threshold", nms_iou)):
         if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
             raise gr.Error(f"{name} must be a number between 0 and 1, got {value!r}.")
+    if classes is not None and not isinstance(classes, (list, tuple)):  # "person" would be five letters
+        raise gr.Error(f"Classes must be a list of class names (empty for all), got {reprlib.repr(classes)}.")
     classes = list(classes or [])
     unknown = [c for c in classes if c not in VOC_CLASSES]
     if unknown:

@@ -197,6 +197,8 @@ def test_tab_rejects_bad_input():
         tab.detect_objects(tab.example_paths()[0], float("nan"))
     with pytest.raises(gr.Error, match="Unknown class"):
         tab.detect_objects(tab.example_paths()[0], 0.3, 0.5, ["zebra"])
+    with pytest.raises(gr.Error, match="must be a list of class names"):  # was "Unknown class 'p'"
+        tab.detect_objects(tab.example_paths()[0], 0.3, 0.5, "person")
 
 
 def test_tab_counts_and_drawing():
