@@ -237,8 +237,9 @@ def similar_movies(movie_id: Any, k: Any = 10) -> list[list[Any]]:
         movie = int(movie_id)
     except (TypeError, ValueError, OverflowError):
         raise gr.Error(f"Pick a movie from the list (a MovieLens movie id from 1 to {len(s.titles)}).") from None
+    k = _k(k)  # its gr.Error is a ValueError too, which the except below would wrap in quotes
     try:
-        recs = s.similar(movie, _k(k))
+        recs = s.similar(movie, k)
     except (RecommendError, ValueError) as e:
         raise gr.Error(str(e)) from None
     return [[n + 1, r["title"], r["genres"], r["similarity"]] for n, r in enumerate(recs)]

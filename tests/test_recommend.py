@@ -364,6 +364,9 @@ def test_tab_ratings_rows_and_flags_from_api_callers(tab) -> None:
         tab.recommend_visitor([star_wars], [["Star Wars (1977)", True]], "mf", 3)
     with pytest.raises(gr.Error, match="must be true or false"):
         tab.recommend_user(1, "bpr", 3, "false")
+    with pytest.raises(gr.Error) as e:
+        tab.similar_movies(star_wars, float("nan"))
+    assert e.value.message == "k must be a whole number."  # not wrapped a second time, in quotes
     # a movie id names the row too; a row for a movie no longer picked (the table lags a pick) is ignored
     assert tab._ratings_from([star_wars], [[star_wars, 1], ["Toy Story (1995)", 2]]) == {star_wars: 1.0}
     assert tab._ratings_from([star_wars], [["Star Wars (1977)", 2]]) == {star_wars: 2.0}
