@@ -1,6 +1,7 @@
 """Helpers every tab shares: loading a registered model with a clear UI error, and reading images."""
 from __future__ import annotations
 
+import math
 import reprlib
 import warnings
 from typing import Any, Callable
@@ -77,7 +78,12 @@ class ImageInput(gr.Image):
         return _clear_upload_errors(super().preprocess, payload, [payload])
 
 
-def _clear_number_errors(label: str | None, preprocess: Callable[[Any], Any], payload: Any) -> Any:
+def _clear_number_errors(label: str | None, preprocess: Callable[[Any], Any], payload: Any,
+                         whole: bool = False) -> Any:
+    """``preprocess(payload)`` with clear messages; ``whole``: the field takes whole numbers only (an API
+    caller's 1.5 would otherwise be rounded without a word)."""
+    if (whole and isinstance(payload, float) and math.isfinite(payload) and not payload.is_integer()):
+        raise gr.Error(f"{label or 'A number'}: expected a whole number, got {payload!r}.")
     try:
         return preprocess(payload)
     except gr.Error as e:  # Gradio's own range check ("Value 1001 is greater than maximum value 1000."): a
@@ -94,16 +100,18 @@ class NumberInput(gr.Number):
     is_template = True
 
     def preprocess(self, payload: Any) -> Any:
-        return _clear_number_errors(self.label, super().preprocess, payload)
+        return _clear_number_errors(self.label, super().preprocess, payload, whole=self.precision == 0)
 
 
 class SliderInput(gr.Slider):
-    """``gr.Slider`` with the same clear errors (an API caller's ``null`` or string)."""
+    """``gr.Slider`` with the same clear errors (an API caller's ``null``, string or, on a slider of whole
+    steps, a fraction)."""
 
     is_template = True
 
     def preprocess(self, payload: Any) -> Any:
-        return _clear_number_errors(self.label, super().preprocess, payload)
+        whole = all(float(v).is_integer() for v in (self.step, self.minimum))
+        return _clear_number_errors(self.label, super().preprocess, payload, whole=whole)
 
 
 class SketchpadInput(gr.Sketchpad):

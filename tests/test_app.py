@@ -139,3 +139,18 @@ def test_out_of_range_numbers_keep_gradios_message(component, payload, message):
              else SliderInput(1, 1000, step=1, label="Steps"))
     with pytest.raises(gr.Error, match=f"{field.label}: Value {payload} is {message}"):
         field.preprocess(payload)
+
+
+def test_fractions_in_whole_number_fields_are_refused():
+    """An API caller's user id 1.5 used to become user 2 (Gradio rounds to the precision) and k 1.5 became 1;
+    fields of fractional steps keep their fractions."""
+    import gradio as gr
+
+    from demos.common import NumberInput, SliderInput
+    with pytest.raises(gr.Error, match="User id: expected a whole number, got 1.5"):
+        NumberInput(1, minimum=1, maximum=943, precision=0, label="User id").preprocess(1.5)
+    with pytest.raises(gr.Error, match="Top-k: expected a whole number, got 2.7"):
+        SliderInput(1, 50, value=10, step=1, label="Top-k").preprocess(2.7)
+    assert SliderInput(1, 50, value=10, step=1, label="Top-k").preprocess(3.0) == 3
+    assert SliderInput(0, 1, value=0.3, step=0.05, label="Score").preprocess(0.33) == 0.33
+    assert NumberInput(0.5, label="Rate").preprocess(0.25) == 0.25
