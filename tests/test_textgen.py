@@ -131,13 +131,17 @@ def tiny_models(monkeypatch):
     return models
 
 
-def test_generate_streams_growing_text(tiny_models):
+def test_generate_streams_growing_text(tiny_models, monkeypatch):
+    monkeypatch.setattr(textgen, "STREAM_INTERVAL", 0.0)  # an update per character
     chunks = list(textgen.generate("the", 0.8, 0, 0.95, 10, 1, "GPT"))
     assert len(chunks) == 10 and all(c.startswith("the") for c in chunks)
     assert [len(c) for c in chunks] == list(range(4, 14))
     again = list(textgen.generate("the", 0.8, 0, 0.95, 10, 1, "GPT"))
     assert again == chunks  # same seed, same text
     assert list(textgen.generate("", 0.0, 0, 1.0, 3, 0, "LSTM"))[-1] != ""  # empty prompt: from "\n"
+    # updates at most every STREAM_INTERVAL seconds (each resends the whole text), the full text always last
+    monkeypatch.setattr(textgen, "STREAM_INTERVAL", 3600.0)
+    assert list(textgen.generate("the", 0.8, 0, 0.95, 10, 1, "GPT")) == [chunks[0], chunks[-1]]
 
 
 def test_generate_rejects_unknown_characters_and_models(tiny_models):
