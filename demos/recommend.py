@@ -22,6 +22,7 @@ MODEL_CHOICES = [("Ranking (BPR-MF): what you are likely to watch", "bpr"),
                  ("Predicted rating (biased MF): what you would rate highest", "mf")]
 RESULT_HEADERS = ["#", "movie", "genres", "score", "because you liked"]
 DEFAULT_RATING = 4
+MAX_PICKS = 50        # movies a visitor may pick
 # Every event of this tab takes milliseconds: one queue group of 4 workers, separate from slow tabs.
 QUEUE = {"concurrency_limit": 4, "concurrency_id": "recommend"}
 
@@ -79,6 +80,8 @@ def _picked(selected: Any) -> list[Any]:
         return []
     if not isinstance(selected, (list, tuple)):
         raise gr.Error("The picked movies must be a list of movie ids.")
+    if len(selected) > MAX_PICKS:  # the browser's picker stops there; an API caller's list may not
+        raise gr.Error(f"Pick at most {MAX_PICKS} movies, got {len(selected)}.")
     return list(selected)
 
 
@@ -260,7 +263,7 @@ def build() -> None:
     k = SliderInput(1, 50, value=10, step=1, label="How many")
     with gr.Tab("New visitor"):
         picked = gr.Dropdown(choices, multiselect=True, filterable=True, label="Movies you have seen "
-                             "(type to search)", max_choices=50)
+                             "(type to search)", max_choices=MAX_PICKS)
         table = gr.Dataframe(headers=["movie", "your rating (1-5)"], datatype=["str", "number"],
                              interactive=True, label="Your ratings (edit the numbers)", column_count=2,
                              static_columns=[0])

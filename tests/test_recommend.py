@@ -367,6 +367,8 @@ def test_tab_ratings_rows_and_flags_from_api_callers(tab) -> None:
     with pytest.raises(gr.Error) as e:
         tab.similar_movies(star_wars, float("nan"))
     assert e.value.message == "k must be a whole number."  # not wrapped a second time, in quotes
+    with pytest.raises(gr.Error, match="Pick at most 50 movies, got 51"):  # the browser's picker stops at 50
+        tab.recommend_visitor(list(range(1, 52)), None, "mf", 3)
     # a movie id names the row too; a row for a movie no longer picked (the table lags a pick) is ignored
     assert tab._ratings_from([star_wars], [[star_wars, 1], ["Toy Story (1995)", 2]]) == {star_wars: 1.0}
     assert tab._ratings_from([star_wars], [["Star Wars (1977)", 2]]) == {star_wars: 2.0}
