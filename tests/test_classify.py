@@ -313,6 +313,7 @@ def fake_voc(root: Path, images: dict[str, list[tuple[str, tuple[int, int, int, 
 
 
 def test_voc_photos_cli(tmp_path):
+    from training.photos import MARKER
     fake_voc(tmp_path, {
         "000001": [("cat", (21, 11, 120, 90), "")],                          # a photo and an object
         "000002": [("car", (11, 11, 70, 50), ""), ("person", (100, 1, 140, 99), "")],  # two objects: no photo
@@ -327,7 +328,7 @@ def test_voc_photos_cli(tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["photos"] == {"total": 2, "cat": 1, "ship": 1}
     assert report["objects"] == {"total": 2, "automobile": 1, "cat": 1}
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*")) == [
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*") if p.name != MARKER) == [
         "objects/automobile/000002_0.png", "objects/cat/000001_0.png",
         "photos/cat/000001.jpg", "photos/ship/000004.jpg"]
     # the cat's box is x 20..120, y 10..90 (0-based); with a 10% margin each side, 120 x 96 pixels
@@ -338,6 +339,18 @@ def test_voc_photos_cli(tmp_path):
     assert bad.returncode == 2 and "--margin" in bad.stderr and "Traceback" not in bad.stderr
     bad = subprocess.run(run[:-1] + [str(tmp_path / "nowhere")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no VOC2007 'trainval' split" in bad.stderr and "Traceback" not in bad.stderr
+    # a corrupt annotation: one line, and the earlier run's trees stay whole (they used to be deleted first)
+    (tmp_path / "VOCdevkit" / "VOC2007" / "Annotations" / "000005.xml").write_text("<annotation><object>")
+    bad = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "ParseError" in bad.stderr and "Traceback" not in bad.stderr
+    assert (out / "photos" / "cat" / "000001.jpg").is_file() and not list(out.glob(".building-*"))
+    # a folder of the user's own at out/photos is never replaced
+    mine = tmp_path / "mine"
+    (mine / "photos").mkdir(parents=True)
+    (mine / "photos" / "holiday.txt").write_text("precious")
+    bad = subprocess.run(run[:4] + [str(mine)] + run[5:], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not written by training.photos" in bad.stderr
+    assert (mine / "photos" / "holiday.txt").read_text() == "precious"
 
 
 def test_evaluate_and_export_cli(tmp_path):

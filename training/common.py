@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -69,6 +70,42 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
     return str(getattr(info, "commit_url", info))
 
 
+# Numeric options that must be above zero (0 or less trained nothing and still wrote a weights folder, or
+# divided by zero) and those that may be zero; whichever a sub-command has. NaN/inf is refused for every option.
+POSITIVE_OPTIONS = ("steps", "epochs", "batch_size", "eval_every", "lr", "lr_g", "lr_d", "max_minutes", "threads",
+                    "beam_size", "views", "val_images", "samples", "ddpm_samples", "limit", "widths", "multiscale")
+NON_NEGATIVE_OPTIONS = ("iw_samples", "warmup", "start", "burn_in")
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """A one-line error for an option out of its range (see POSITIVE_OPTIONS), before any data is read."""
+    for name, value in vars(args).items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        option = "--" + name.replace("_", "-")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if not math.isfinite(v):
+                fail(f"{option} must be a finite number, got {v}")
+            if name in POSITIVE_OPTIONS and v <= 0:
+                fail(f"{option} must be above 0, got {v:g}")
+            if name in NON_NEGATIVE_OPTIONS and v < 0:
+                fail(f"{option} must be 0 or more, got {v:g}")
+
+
+def one_line_errors(kind: type[BaseException], error: BaseException, tb: Any) -> None:
+    """sys.excepthook for the CLIs: an uncaught error is one line on stderr, not a traceback (ZOO_TRACEBACK=1
+    shows it); an interrupted run says how to resume."""
+    if os.environ.get("ZOO_TRACEBACK"):
+        sys.__excepthook__(kind, error, tb)
+    elif issubclass(kind, KeyboardInterrupt):
+        print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
+    else:
+        text = " ".join(str(error).split())
+        print(f"error: {kind.__name__}{': ' + text[:300] if text else ''} (ZOO_TRACEBACK=1 shows where)",
+              file=sys.stderr)
+
+
 def cli(description: str, add_train_args: Callable[[argparse.ArgumentParser], None],
         add_eval_args: Callable[[argparse.ArgumentParser], None],
         extra: dict[str, Callable[[argparse.ArgumentParser], None]] | None = None) -> argparse.Namespace:
@@ -94,6 +131,8 @@ def cli(description: str, add_train_args: Callable[[argparse.ArgumentParser], No
     if not argv or (argv[0] not in sub.choices and argv[0] not in ("-h", "--help")):
         argv = ["train", *argv]
     args = parser.parse_args(argv)
+    sys.excepthook = one_line_errors
+    check_numbers(args)
     for repo_id in (getattr(args, "push_to_hub", None), getattr(args, "repo_id", None)):
         if repo_id is not None:  # before training, not after it
             check_repo_id(repo_id)
@@ -119,8 +158,9 @@ def check_weights_folder(folder: str | Path) -> Path:
 
 
 def from_pretrained(model_class: type, folder: str | Path, **kw: Any) -> Any:
-    """``model_class.from_pretrained(folder)`` in eval mode; huggingface_hub's "Loading weights from local
+    """``model_class.from_pretrained(folder, strict=True)`` in eval mode; huggingface_hub's "Loading weights from local
     directory" goes to stderr, since stdout is where ``evaluate`` prints its JSON line."""
+    kw.setdefault("strict", True)  # missing or unexpected tensors are an error, never random layers
     with contextlib.redirect_stdout(sys.stderr):
         return model_class.from_pretrained(str(folder), **kw).eval()
 

@@ -29,7 +29,7 @@ import weights
 from models.diffusion import UNet, UNetConfig
 from models.schedulers import NoiseSchedule, make_scheduler, sample
 from training import gen_eval
-from training.common import CHECKPOINTS, check_weights_folder, cli, fail, from_pretrained, print_json, push_to_hub
+from training.common import CHECKPOINTS, check_weights_folder, cli, fail, load_weights_folder, print_json, push_to_hub
 from training.loop import TrainConfig, fit, precision
 
 
@@ -220,7 +220,7 @@ def generate(model: UNet, sampler: str, steps: int, labels: torch.Tensor, guidan
 def evaluate_folder(folder: str | Path, samples: int = 1000, ddpm_samples: int | None = None,
                     guidance: float | None = None, seed: int = 0) -> dict[str, Any]:
     """class_consistency (DDIM-50, ``samples`` evenly over the classes) and fd for DDPM-1000, DDIM-50, DDIM-20."""
-    model = from_pretrained(UNet, folder)
+    model = load_weights_folder(UNet, folder)
     cfg = model.config
     dataset = "fashion" if cfg.in_channels == 1 else "cifar10"
     evaluator = gen_eval.load_evaluator(dataset)

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 import weights
 from models.gpt import GPT, CharLSTM, GPTConfig, LSTMConfig
-from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, from_pretrained, print_json, push_to_hub
+from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, load_weights_folder, print_json, push_to_hub
 from training.loop import TrainConfig, fit, pick_device, precision
 
 DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -191,9 +191,12 @@ def load_for_eval(path_or_name: str) -> torch.nn.Module:
         path = weights.local_dir(path_or_name)
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         fail(f"{path} is not a weights folder (config.json and model.safetensors expected)")
-    config = json.loads((path / "config.json").read_text())
-    cls = GPT if "n_head" in config else CharLSTM
-    return from_pretrained(cls, path)
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except ValueError as e:
+        fail(f"{path / 'config.json'} is not valid JSON: {e}")
+    cls = GPT if isinstance(config, dict) and "n_head" in config else CharLSTM
+    return load_weights_folder(cls, path)
 
 
 def evaluate(args: argparse.Namespace) -> None:

@@ -18,26 +18,55 @@ None of the classifiers saw VOC; the detector trains on VOC2007 ``train``, which
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from PIL import Image
 from tqdm.auto import tqdm
 
-from training.common import fail, print_json
+from training.common import fail, one_line_errors, print_json
 from training.detect import voc_dataset, voc_objects
 
 VOC_TO_CIFAR = {"aeroplane": "airplane", "car": "automobile", "bird": "bird", "boat": "ship", "cat": "cat",
                 "dog": "dog", "horse": "horse"}
 
 
+TREES = ("photos", "objects")
+MARKER = ".written-by-training.photos"  # in each tree this script wrote: only those are replaced on a rerun
+
+
+def check_out(out: str | Path) -> None:
+    """A one-line error when ``out/photos`` or ``out/objects`` holds files this script did not write."""
+    for tree in TREES:
+        folder = Path(out) / tree
+        if folder.is_dir() and any(folder.iterdir()) and not (folder / MARKER).exists():
+            fail(f"{folder} exists and was not written by training.photos: move it away or choose another --out")
+        if folder.exists() and not folder.is_dir():
+            fail(f"{folder} is a file: choose another --out")
+
+
 def write_photos(dataset, out: str | Path, min_area: float = 0.2, min_side: int = 32,
                  margin: float = 0.1) -> dict[str, dict[str, int]]:
-    """Write ``out/photos/<class>/`` and ``out/objects/<class>/`` from a VOCDetection dataset; the counts."""
-    out = Path(out)
-    for tree in ("photos", "objects"):
-        shutil.rmtree(out / tree, ignore_errors=True)  # a rerun with other settings leaves nothing stale
+    """Write ``out/photos/<class>/`` and ``out/objects/<class>/`` from a VOCDetection dataset; the counts.
+    Both trees are built in a temporary folder inside ``out`` and then replace the earlier run's, so a failed
+    run leaves the earlier ones as they were (and nothing stale is mixed in)."""
+    check_out(out)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".building-") as tmp:
+        counts = _write_trees(dataset, Path(tmp), min_area, min_side, margin)
+        for tree in TREES:
+            (Path(tmp) / tree).mkdir(exist_ok=True)
+            (Path(tmp) / tree / MARKER).touch()
+            shutil.rmtree(Path(out) / tree, ignore_errors=True)
+            os.replace(Path(tmp) / tree, Path(out) / tree)
+    return counts
+
+
+def _write_trees(dataset, out: Path, min_area: float, min_side: int, margin: float) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {"photos": {}, "objects": {}}
 
     def save(tree: str, cls: str) -> Path:
@@ -81,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if not 0 <= args.min_area <= 1 or args.min_side < 1 or args.margin < 0:
         fail("need 0 <= --min-area <= 1, --min-side >= 1 and --margin >= 0")
+    sys.excepthook = one_line_errors  # e.g. a corrupt annotation: one line, not a traceback
+    check_out(args.out)
     try:
         dataset = voc_dataset(args.data, args.split, args.year)
     except FileNotFoundError as e:
