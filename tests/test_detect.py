@@ -340,3 +340,21 @@ def test_each_axis_maps_back_with_its_own_rounded_scale():
     out = subprocess.run([sys.executable, "-m", "training.detect", "evaluate", "--weights", "weights/yolo-voc",
                           "--size", "300"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "--size: input size 300: use a multiple of 32" in out.stderr
+
+
+def test_recalibrate_bn_on_fewer_images_than_its_sample():
+    """A smoke run of 4 images (--limit 4) crashed: the last batch ran to min(n, start + batch) = 16, past the
+    data, whenever the set was under 256 images and not a multiple of 16."""
+    from training.detect import recalibrate_bn
+
+    class Views:
+        def __len__(self) -> int:
+            return 5
+
+        def view(self, i: int, rng) -> tuple[torch.Tensor, dict]:
+            assert i < 5
+            return torch.rand(3, 64, 64), {}
+    model = tiny()
+    recalibrate_bn(model, Views())
+    assert not model.trunk.training
+    assert any(m.num_batches_tracked.item() > 0 for m in model.trunk.modules() if isinstance(m, torch.nn.BatchNorm2d))

@@ -197,6 +197,17 @@ def test_precision_names_what_autocast_will_do():
     assert precision(True) == ("bf16 autocast" if bf16_fast(pick_device()) else "fp32")
 
 
+def test_resuming_another_models_checkpoint_says_to_start_over(tmp_path):
+    """A second run of another architecture in the same folder used to end in load_state_dict's size-mismatch
+    traceback; the message now names the checkpoint and --fresh."""
+    train, val = regression_data(64, seed=0), regression_data(16, seed=1)
+    fit(new_model(), train, mse_loss, config(tmp_path, steps=4, eval_every=2), evaluate=full_mse(val))
+    wider = TinyNet(TinyConfig(n_hidden=16))
+    with pytest.raises(RuntimeError, match="cannot resume from .*checkpoint.pt .*--fresh"):
+        fit(wider, train, mse_loss, config(tmp_path, steps=8, eval_every=2), evaluate=full_mse(val))
+    fit(wider, train, mse_loss, config(tmp_path, steps=8, eval_every=2, resume=False), evaluate=full_mse(val))
+
+
 def test_resume_restores_python_and_numpy_random_streams(tmp_path):
     """A loss that draws from Python's and NumPy's global RNGs (augmentations may) resumes exactly."""
     import random

@@ -340,7 +340,8 @@ def recalibrate_bn(model: YOLO, data: VOCTrain, n: int = 256, batch: int = 16) -
             m.momentum = None  # cumulative average
     model.trunk.train()
     rng = random.Random(1)
-    for start in range(0, min(n, len(data)), batch):
+    n = min(n, len(data))
+    for start in range(0, n, batch):
         x = torch.stack([data.view(i, rng)[0] for i in range(start, min(n, start + batch))])
         model.features(x.contiguous(memory_format=torch.channels_last))
     model.trunk.eval()

@@ -302,10 +302,15 @@ def fit(model: nn.Module, train_data: Dataset, loss_fn: Callable[[nn.Module, Any
     step, best, best_step, history, epoch, batch_in_epoch = 0, None, 0, [], 0, 0
     stale, running, stopped_early = 0, None, False
     if cfg.resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        try:
+            state = load_checkpoint(ckpt_path)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        except Exception as e:  # another run's model in the same folder, or an unreadable file
+            first = " ".join(str(e).split())[:200]
+            raise RuntimeError(f"cannot resume from {ckpt_path} ({type(e).__name__}: {first}): it is another "
+                               f"model's or unreadable; start over with --fresh, or write to another folder") from e
         step, best, best_step = state["step"], state["best"], state["best_step"]
         history, epoch = state["history"], state["epoch"]
         batch_in_epoch, stale, running = (state.get("batch_in_epoch", 0), state.get("stale", 0),
