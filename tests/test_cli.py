@@ -54,3 +54,12 @@ def test_uncaught_errors_are_one_line(tmp_path):
     import os
     result = run(*args, env={**os.environ, "ZOO_TRACEBACK": "1"})
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_diffusion_write_card_checks_its_record_before_evaluating():
+    """--write-card needs the training run's train_info.json; that was checked only after the whole evaluation
+    (1,000 DDIM and 1,000 DDPM samples by default)."""
+    if (ROOT / "checkpoints" / "diffusion-fashion" / "train_info.json").exists():
+        pytest.skip("this checkout has the training record")
+    result = run("training.diffusion", "evaluate", "--weights", str(ROOT / "weights" / "ddpm-fashion"), "--write-card")
+    assert result.returncode == 2 and "train_info.json not found" in result.stderr and "Traceback" not in result.stderr

@@ -305,15 +305,19 @@ def evaluate_command(args: argparse.Namespace) -> None:
     if args.samples < 10 or (args.ddpm_samples is not None and not 2 <= args.ddpm_samples <= args.samples):
         fail("--samples must be at least 10 (one per class) and --ddpm-samples from 2 to --samples (the DDPM "
              "samples are the first of the DDIM ones' classes)")
+    info_path = None
+    if args.write_card:  # checked before the (long) evaluation, not after it
+        model = load_weights_folder(UNet, folder)
+        info_path = CHECKPOINTS / f"diffusion-{'fashion' if model.config.in_channels == 1 else 'cifar10'}" / \
+            "train_info.json"
+        if not info_path.is_file():
+            fail(f"{info_path} not found: --write-card needs the training run's record")
     try:
         metrics = evaluate_folder(folder, args.samples, args.ddpm_samples, args.guidance, args.seed)
     except weights.WeightsError as e:
         fail(str(e))
     print_json(metrics)
-    if args.write_card:
-        info_path = CHECKPOINTS / f"diffusion-{metrics['dataset']}" / "train_info.json"
-        if not info_path.is_file():
-            fail(f"{info_path} not found: --write-card needs the training run's record")
+    if info_path is not None:
         write_card(folder, metrics["dataset"], metrics, json.loads(info_path.read_text()))
 
 
