@@ -63,3 +63,11 @@ def test_diffusion_write_card_checks_its_record_before_evaluating():
         pytest.skip("this checkout has the training record")
     result = run("training.diffusion", "evaluate", "--weights", str(ROOT / "weights" / "ddpm-fashion"), "--write-card")
     assert result.returncode == 2 and "train_info.json not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_mistyped_local_frame_folder_is_not_looked_up_on_the_hub(tmp_path):
+    """weights/yolo-vco (a typo) was taken for a Hub repo id: 29 s of retries without a network."""
+    for frame in ("weights/yolo-vco", str(tmp_path / "nowhere")):
+        result = run("training.classify", "evaluate", "--weights", str(ROOT / "weights" / "compact-cifar10"),
+                     "--frame", frame, "--data", str(tmp_path))
+        assert result.returncode == 2 and f"--frame {frame} not found" in result.stderr

@@ -557,6 +557,10 @@ def evaluate_command(args: argparse.Namespace) -> None:
     detector = None
     if args.frame:
         from models.detect import YOLO
+        frame = Path(args.frame)
+        if not frame.exists() and (frame.is_absolute() or frame.parent.is_dir()):  # a local path, mistyped
+            fail(f"--frame {args.frame} not found (a detector's weights folder such as weights/yolo-voc, or a "
+                 f"Hub repo id)")
         try:
             detector = YOLO.from_pretrained(str(args.frame), strict=True).eval()
         except Exception as e:  # a missing folder, another model's weights, corrupt files
