@@ -71,3 +71,17 @@ def test_a_mistyped_local_frame_folder_is_not_looked_up_on_the_hub(tmp_path):
         result = run("training.classify", "evaluate", "--weights", str(ROOT / "weights" / "compact-cifar10"),
                      "--frame", frame, "--data", str(tmp_path))
         assert result.returncode == 2 and f"--frame {frame} not found" in result.stderr
+
+
+def test_output_folders_that_cannot_be_written_are_refused_before_training(tmp_path):
+    """A file or an impossible path as --out / --weights-out was found only when the weights were written,
+    after the whole training run; a folder made for the check is removed again."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    result = run("training.gpt", "--out", str(afile), "--steps", "1")
+    assert result.returncode == 2 and "is a file, not a folder" in result.stderr
+    result = run("training.classify", "--weights-out", str(afile / "sub"), "--epochs", "1")
+    assert result.returncode == 2 and "cannot be created" in result.stderr
+    from training.common import check_output_folder
+    check_output_folder("--out", tmp_path / "new" / "deeper")
+    assert not (tmp_path / "new").exists()

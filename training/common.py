@@ -93,6 +93,26 @@ def check_numbers(args: argparse.Namespace) -> None:
                 fail(f"{option} must be 0 or more, got {v:g}")
 
 
+def check_output_folder(option: str, path: str | Path) -> None:
+    """A one-line error, before training, when ``path`` cannot be a folder to write in (it is a file, or it
+    cannot be created); a folder created for the check is removed again."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            fail(f"{option} {path} is a file, not a folder")
+        return
+    created, probe = [], path
+    while not probe.exists():
+        created.append(probe)
+        probe = probe.parent
+    try:
+        path.mkdir(parents=True)
+    except OSError as e:
+        fail(f"{option} {path} cannot be created: {e.strerror or e}")
+    for folder in created:  # deepest first
+        folder.rmdir()
+
+
 def one_line_errors(kind: type[BaseException], error: BaseException, tb: Any) -> None:
     """sys.excepthook for the CLIs: an uncaught error is one line on stderr, not a traceback (ZOO_TRACEBACK=1
     shows it); an interrupted run says how to resume."""
@@ -133,6 +153,10 @@ def cli(description: str, add_train_args: Callable[[argparse.ArgumentParser], No
     args = parser.parse_args(argv)
     sys.excepthook = one_line_errors
     check_numbers(args)
+    if args.command == "train":  # found at the start, not when the weights are written after training
+        for name in ("out", "weights_out", "checkpoints"):
+            if getattr(args, name, None):
+                check_output_folder("--" + name.replace("_", "-"), args.__dict__[name])
     for repo_id in (getattr(args, "push_to_hub", None), getattr(args, "repo_id", None)):
         if repo_id is not None:  # before training, not after it
             check_repo_id(repo_id)
