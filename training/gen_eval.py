@@ -182,7 +182,7 @@ def train(args: argparse.Namespace) -> None:
     cfg = TrainConfig(steps=steps, batch_size=recipe["batch_size"], lr=recipe["lr"], weight_decay=5e-4,
                       schedule="onecycle", warmup_steps=round(0.15 * steps), bf16=recipe["bf16"],
                       eval_every=steps_per_epoch, monitor="val_acc", mode="max", max_minutes=args.max_minutes,
-                      seed=args.seed, out_dir=str(CHECKPOINTS / f"evalnet-{args.dataset}"), resume=not args.fresh)
+                      seed=args.seed, out_dir=str(args.checkpoints or CHECKPOINTS / f"evalnet-{args.dataset}"), resume=not args.fresh)
     criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
 
     def evaluate(m: nn.Module) -> dict[str, float]:
@@ -198,7 +198,7 @@ def train(args: argparse.Namespace) -> None:
     model.eval()
     acc = test_accuracy(model, test_images, test_labels)
     print(f"test accuracy {acc:.4f}", flush=True)
-    folder = weights.local_dir(f"evalnet-{args.dataset}")
+    folder = Path(args.weights_out) if args.weights_out else weights.local_dir(f"evalnet-{args.dataset}")
     weights.save(model, folder)
     extra = (f"Test accuracy on the {len(test_labels)} official test images; the checkpoint is the best of "
              f"{len(history_lines := result.history)} epochs on a 5,000-image validation split of the training "
@@ -210,7 +210,7 @@ def train(args: argparse.Namespace) -> None:
              f"confidence histogram, Frechet distance in its {config.feature_dim}-d penultimate features); never "
              f"part of a generative model.\n\n| epoch | minutes | val accuracy |\n|---|---|---|\n"
              + "\n".join(f"| {i + 1} | {h['minutes']:.1f} | {h['val_acc']:.4f} |" for i, h in enumerate(history_lines)))
-    weights.write_card(folder, folder.name, description=(
+    weights.write_card(folder, f"evalnet-{args.dataset}", description=(
         f"Small CNN (conv widths {config.widths}, BatchNorm, average pool to {config.pool}x{config.pool}, "
         f"{config.feature_dim}-d feature "
         f"layer) trained from scratch as the evaluation classifier for generated {args.dataset} images."),
@@ -250,6 +250,9 @@ def main() -> None:
                        help="bf16 autocast (default: the recipe's; a no-op where the device would run it slower)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+        p.add_argument("--checkpoints", default=None, help="checkpoint folder (default checkpoints/evalnet-DATASET)")
+        p.add_argument("--weights-out", default=None,
+                       help="weights folder (default weights/evalnet-DATASET, which judges the generative models)")
 
     def eval_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--weights", required=True)
