@@ -85,3 +85,12 @@ def test_output_folders_that_cannot_be_written_are_refused_before_training(tmp_p
     from training.common import check_output_folder
     check_output_folder("--out", tmp_path / "new" / "deeper")
     assert not (tmp_path / "new").exists()
+
+
+def test_push_refuses_a_folder_whose_config_is_not_json(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    shutil.copy(ROOT / "weights" / "gpt-shakespeare" / "model.safetensors", folder)
+    (folder / "config.json").write_text("{oops")
+    result = run("training.gpt", "push", "--weights", str(folder), "--repo-id", "me/x")
+    assert result.returncode == 2 and "is not a valid config" in result.stderr and "nothing was pushed" in result.stderr

@@ -60,6 +60,11 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
     from huggingface_hub import HfApi
     folder = check_weights_folder(folder)
     check_repo_id(repo_id)
+    try:  # a folder whose config no one could load is not published
+        if not isinstance(json.loads((folder / "config.json").read_text()), dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        fail(f"{folder / 'config.json'} is not a valid config ({e}); nothing was pushed")
     api = HfApi()
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
