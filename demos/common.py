@@ -82,7 +82,7 @@ def _clear_number_errors(label: str | None, preprocess: Callable[[Any], Any], pa
                          whole: bool = False) -> Any:
     """``preprocess(payload)`` with clear messages; ``whole``: the field takes whole numbers only (an API
     caller's 1.5 would otherwise be rounded without a word)."""
-    if (whole and isinstance(payload, float) and math.isfinite(payload) and not payload.is_integer()):
+    if whole and isinstance(payload, float) and math.isfinite(payload) and not payload.is_integer():
         raise gr.Error(f"{label or 'A number'}: expected a whole number, got {payload!r}.")
     try:
         return preprocess(payload)

@@ -194,8 +194,8 @@ def test_prepare_shrinks_large_uploads_first(monkeypatch):
     of a 40-megapixel upload took over a gigabyte); the 28x28 result is about the same as without."""
     def garment(side: int, mode: str) -> Image.Image:
         image = Image.new(mode, (side, side), (255, 255, 255, 0) if mode == "RGBA" else "white")
-        ImageDraw.Draw(image).rectangle([side // 5 + 1, side // 9, side * 3 // 4 - 1, side * 7 // 8], fill=(90, 40, 40, 255)
-                                        if mode == "RGBA" else "black")
+        box = [side // 5 + 1, side // 9, side * 3 // 4 - 1, side * 7 // 8]
+        ImageDraw.Draw(image).rectangle(box, fill=(90, 40, 40, 255) if mode == "RGBA" else "black")
         return image
     for mode in ("RGB", "RGBA"):
         small = tab.prepare(garment(512, mode), sketch=True)  # under WORK_SIDE: used as it is

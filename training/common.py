@@ -161,7 +161,7 @@ def cli(description: str, add_train_args: Callable[[argparse.ArgumentParser], No
     if args.command == "train":  # found at the start, not when the weights are written after training
         for name in ("out", "weights_out", "checkpoints"):
             if getattr(args, name, None):
-                check_output_folder("--" + name.replace("_", "-"), args.__dict__[name])
+                check_output_folder("--" + name.replace("_", "-"), getattr(args, name))
     for repo_id in (getattr(args, "push_to_hub", None), getattr(args, "repo_id", None)):
         if repo_id is not None:  # before training, not after it
             check_repo_id(repo_id)
@@ -187,8 +187,8 @@ def check_weights_folder(folder: str | Path) -> Path:
 
 
 def from_pretrained(model_class: type, folder: str | Path, **kw: Any) -> Any:
-    """``model_class.from_pretrained(folder, strict=True)`` in eval mode; huggingface_hub's "Loading weights from local
-    directory" goes to stderr, since stdout is where ``evaluate`` prints its JSON line."""
+    """``model_class.from_pretrained(folder, strict=True)`` in eval mode; huggingface_hub's "Loading weights
+    from local directory" goes to stderr, since stdout is where ``evaluate`` prints its JSON line."""
     kw.setdefault("strict", True)  # missing or unexpected tensors are an error, never random layers
     with contextlib.redirect_stdout(sys.stderr):
         return model_class.from_pretrained(str(folder), **kw).eval()

@@ -182,7 +182,8 @@ def train(args: argparse.Namespace) -> None:
     cfg = TrainConfig(steps=steps, batch_size=recipe["batch_size"], lr=recipe["lr"], weight_decay=5e-4,
                       schedule="onecycle", warmup_steps=round(0.15 * steps), bf16=recipe["bf16"],
                       eval_every=steps_per_epoch, monitor="val_acc", mode="max", max_minutes=args.max_minutes,
-                      seed=args.seed, out_dir=str(args.checkpoints or CHECKPOINTS / f"evalnet-{args.dataset}"), resume=not args.fresh)
+                      seed=args.seed, out_dir=str(args.checkpoints or CHECKPOINTS / f"evalnet-{args.dataset}"),
+                      resume=not args.fresh)
     criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
 
     def evaluate(m: nn.Module) -> dict[str, float]:
