@@ -110,8 +110,14 @@ def _movie_of_row(s: Recommender, key: Any, picked: dict[str, int]) -> int | Non
                    f"them (e.g. {next(iter(picked))!r}) nor a movie id.")
 
 
-def _all_labels(s: Recommender) -> set[str]:
-    return {label(s, i) for i in range(s.n_items)}
+_labels: Optional[frozenset[str]] = None
+
+
+def _all_labels(s: Recommender) -> frozenset[str]:
+    global _labels
+    if _labels is None:  # built once, then published whole (as _duplicates)
+        _labels = frozenset(label(s, i) for i in range(s.n_items))
+    return _labels
 
 
 def _ratings_from(selected: Optional[list[int]], table: Any) -> dict[int, float]:

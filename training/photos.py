@@ -111,7 +111,6 @@ def main(argv: list[str] | None = None) -> None:
     if not 0 <= args.min_area <= 1 or args.min_side < 1 or args.margin < 0:
         fail("need 0 <= --min-area <= 1, --min-side >= 1 and --margin >= 0")
     sys.excepthook = one_line_errors  # e.g. a corrupt annotation: one line, not a traceback
-    check_out(args.out)
     try:
         dataset = voc_dataset(args.data, args.split, args.year)
     except FileNotFoundError as e:
