@@ -29,7 +29,8 @@ from torchvision.transforms import v2
 from models.classify import (TTA_LEVELS, CompactNet, CompactNetConfig, ResNet, ResNetConfig, ViT, ViTConfig,
                              tta_logits)
 import weights
-from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, from_pretrained, print_json, push_to_hub
+from training.common import (CHECKPOINTS, ROOT, check_weights_folder, cli, default_data, fail, from_pretrained,
+                             print_json, push_to_hub)
 from training.loop import TrainConfig, checkpoint_path, fit, load_checkpoint, pick_device, precision
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -537,10 +538,8 @@ DESCRIPTIONS = {
 
 def load_folder(folder: str | Path) -> nn.Module:
     """A weights folder of any of the three classifiers; the class is read off its config.json."""
-    folder = Path(folder)
+    folder = check_weights_folder(folder)
     path = folder / "config.json"
-    if not path.is_file() or not (folder / "model.safetensors").is_file():
-        fail(f"{folder} is not a weights folder (config.json and model.safetensors expected)")
     try:
         config = json.loads(path.read_text())
     except ValueError as e:

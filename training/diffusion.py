@@ -217,12 +217,17 @@ def generate(model: UNet, sampler: str, steps: int, labels: torch.Tensor, guidan
     return torch.cat(out)
 
 
+def dataset_of(in_channels: int) -> str:
+    """Which dataset a U-Net of this many image channels was trained on."""
+    return "fashion" if in_channels == 1 else "cifar10"
+
+
 def evaluate_folder(folder: str | Path, samples: int = 1000, ddpm_samples: int | None = None,
                     guidance: float | None = None, seed: int = 0) -> dict[str, Any]:
     """class_consistency (DDIM-50, ``samples`` evenly over the classes) and fd for DDPM-1000, DDIM-50, DDIM-20."""
     model = load_weights_folder(UNet, folder)
     cfg = model.config
-    dataset = "fashion" if cfg.in_channels == 1 else "cifar10"
+    dataset = dataset_of(cfg.in_channels)
     evaluator = gen_eval.load_evaluator(dataset)
     w = cfg.default_guidance if guidance is None else guidance
     real = gen_eval.real_features(dataset, 10000)
@@ -307,9 +312,8 @@ def evaluate_command(args: argparse.Namespace) -> None:
              "samples are the first of the DDIM ones' classes)")
     info_path = None
     if args.write_card:  # checked before the (long) evaluation, not after it
-        model = load_weights_folder(UNet, folder)
-        info_path = CHECKPOINTS / f"diffusion-{'fashion' if model.config.in_channels == 1 else 'cifar10'}" / \
-            "train_info.json"
+        in_channels = json.loads((folder / "config.json").read_text()).get("in_channels")  # no second load
+        info_path = CHECKPOINTS / f"diffusion-{dataset_of(in_channels)}" / "train_info.json"
         if not info_path.is_file():
             fail(f"{info_path} not found: --write-card needs the training run's record")
     try:

@@ -18,7 +18,8 @@ from torch.utils.data import Dataset
 
 import weights
 from models.gpt import GPT, CharLSTM, GPTConfig, LSTMConfig
-from training.common import CHECKPOINTS, ROOT, cli, default_data, fail, load_weights_folder, print_json, push_to_hub
+from training.common import (CHECKPOINTS, ROOT, check_weights_folder, cli, default_data, fail, load_weights_folder,
+                             print_json, push_to_hub)
 from training.loop import TrainConfig, fit, pick_device, precision
 
 DATA_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -189,8 +190,7 @@ def load_for_eval(path_or_name: str) -> torch.nn.Module:
     path = Path(path_or_name)
     if not path.is_dir() and path_or_name in weights.MODELS:
         path = weights.local_dir(path_or_name)
-    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-        fail(f"{path} is not a weights folder (config.json and model.safetensors expected)")
+    check_weights_folder(path)
     try:
         config = json.loads((path / "config.json").read_text())
     except ValueError as e:
