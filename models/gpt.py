@@ -49,6 +49,10 @@ class GPTConfig:
     dropout: float = 0.2
     bias: bool = False
 
+    def __post_init__(self) -> None:
+        if self.block_size < 2:  # one token of context needs a window of two: scoring would never advance
+            raise ValueError(f"block_size must be at least 2, got {self.block_size}")
+
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)

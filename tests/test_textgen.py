@@ -122,6 +122,13 @@ def test_log_probs_match_direct_computation_and_window():
     assert torch.allclose(lp[9], window[0, 5].log_softmax(-1)[ids[10]], atol=1e-5)
 
 
+def test_a_context_of_one_token_is_refused():
+    # With block_size 1 every scoring window would be empty and log_probs would loop for ever.
+    with pytest.raises(ValueError, match="block_size must be at least 2"):
+        GPTConfig(vocab=VOCAB, block_size=1)
+    assert tiny_gpt(block=2).log_probs([1, 2, 3, 4]).shape == (3,)
+
+
 # --------------------------------------------------------------------------- tab functions
 
 @pytest.fixture
