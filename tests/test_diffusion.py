@@ -392,3 +392,46 @@ def test_old_gifs_are_deleted(tab, monkeypatch, tmp_path):
     monkeypatch.setattr(tab, "GIF_KEEP_S", -1)
     third = _run(tab, steps=3, n_images=1)[-1][6]
     assert sorted((tmp_path / "gifs").iterdir()) == [Path(third)]
+
+
+# An intermediate step, not the last: at t_prev = -1 every sampler returns x0 whatever its coefficients.
+
+def _an_intermediate_step(scheduler):
+    scheduler.set_timesteps(50)
+    return int(scheduler.timesteps[3]), int(scheduler.timesteps[4])
+
+
+def test_ddim_intermediate_step_matches_the_closed_form():
+    s = DDIMScheduler(1000, "linear", clip_sample=False)
+    t, t_prev = _an_intermediate_step(s)
+    g = torch.Generator().manual_seed(0)
+    x_t, eps = torch.randn(200_000, generator=g), torch.randn(200_000, generator=g)
+    a_t, a_prev = float(s.abar(t)), float(s.abar(t_prev))
+    x0 = (x_t - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+    torch.testing.assert_close(s.step(eps, t, x_t, eta=0.0).prev_sample,
+                               math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps, rtol=1e-4, atol=1e-4)
+    sigma2 = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)  # eta = 1: DDPM's posterior variance
+    mean = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev - sigma2) * eps
+    noisy = s.step(eps, t, x_t, eta=1.0, generator=torch.Generator().manual_seed(1)).prev_sample
+    assert float((noisy - mean).std()) == pytest.approx(math.sqrt(sigma2), rel=0.02)
+
+
+def test_ddpm_intermediate_step_adds_noise_of_the_posterior_std():
+    s = DDPMScheduler(1000, "linear", clip_sample=False)
+    t, t_prev = _an_intermediate_step(s)
+    x_t, eps = torch.zeros(200_000), torch.zeros(200_000)
+    mean, var = s.posterior(s.predict_x0(x_t, eps, t), x_t, t, t_prev)
+    out = s.step(eps, t, x_t, generator=torch.Generator().manual_seed(0)).prev_sample
+    assert float((out - mean).std()) == pytest.approx(float(var) ** 0.5, rel=0.02)
+
+
+def test_diffusion_tab_samples_the_chosen_class_with_its_settings(monkeypatch):
+    from demos import diffusion as tab
+    net = UNet(UNetConfig(**{**TINY, "num_classes": 10})).eval()
+    monkeypatch.setattr(tab, "load_model", lambda name: net)
+    seen, real = [], tab.sample_steps
+    monkeypatch.setattr(tab, "sample_steps",
+                        lambda *a, **k: (seen.append((a[2], k["guidance"], k["eta"])), real(*a, **k))[1])
+    list(tab.generate(class_name="sneaker", sampler="DDIM", steps=5, eta=0.5, guidance=2.0, n_images=2))
+    labels, guidance, eta = seen[0]
+    assert labels.tolist() == [7, 7] and (guidance, eta) == (2.0, 0.5)

@@ -48,6 +48,17 @@ def test_top_p_smallest_set_reaching_p():
     assert torch.equal(top_p_filter(logits, 1.0), logits)
 
 
+def test_top_p_keeps_a_set_that_reaches_p_exactly():
+    kept = ~torch.isinf(top_p_filter(torch.zeros(4), 0.5))  # four tokens of 0.25, exact in binary
+    assert int(kept.sum()) == 2
+
+
+def test_top_p_applies_after_top_k():
+    logits = torch.tensor([0.4, 0.3, 0.2, 0.1]).log().expand(5000, 4)
+    draws = sample_next(logits, 1.0, top_k=2, top_p=0.5, generator=torch.Generator().manual_seed(0))
+    assert (draws == 0).all()  # after top-k: [4/7, 3/7], and 4/7 alone reaches 0.5
+
+
 def test_temperature_zero_is_greedy_and_ignores_generator():
     logits = torch.tensor([0.1, 2.0, 1.9])
     assert all(int(sample_next(logits, 0.0, generator=torch.Generator().manual_seed(s))) == 1 for s in range(5))
@@ -143,6 +154,11 @@ def test_generate_streams_growing_text(tiny_models, monkeypatch):
     chunks = list(textgen.generate("the", 0.8, 0, 0.95, 10, 1, "GPT"))
     assert len(chunks) == 10 and all(c.startswith("the") for c in chunks)
     assert [len(c) for c in chunks] == list(range(4, 14))
+    calls, real = [], tiny_models["gpt-shakespeare"].generate
+    monkeypatch.setattr(tiny_models["gpt-shakespeare"], "generate", lambda *a: (calls.append(a[1:5]), real(*a))[1])
+    list(textgen.generate("the", 0.7, 5, 0.9, 4, 1, "GPT"))
+    assert calls == [(4, 0.7, 5, 0.9)]  # the user's settings reach the sampler
+    monkeypatch.setattr(tiny_models["gpt-shakespeare"], "generate", real)
     again = list(textgen.generate("the", 0.8, 0, 0.95, 10, 1, "GPT"))
     assert again == chunks  # same seed, same text
     assert list(textgen.generate("", 0.0, 0, 1.0, 3, 0, "LSTM"))[-1] != ""  # empty prompt: from "\n"
@@ -173,6 +189,8 @@ def test_surprisal_matches_model_log_probs(tiny_models):
     assert all(0.0 <= s <= 1.0 for _, s in highlighted)
     nats = -tiny_models["gpt-shakespeare"].log_probs(tiny_models["gpt-shakespeare"].tokenizer.encode(text)).mean()
     assert f"Perplexity {math.exp(nats):.2f}" in summary
+    bits = -tiny_models["gpt-shakespeare"].log_probs(tiny_models["gpt-shakespeare"].tokenizer.encode(text)) / math.log(2)
+    assert [s for _, s in highlighted[1:]] == pytest.approx([min(b / 8, 1) for b in bits.tolist()])  # 8 bits: full
     with pytest.raises(gr.Error):
         textgen.surprisal("a", "GPT")
 
