@@ -108,8 +108,9 @@ def test_grad_cam_shape_range_and_target(kind):
     cam, logits = grad_cam(model, x)
     assert cam.shape == (32, 32) and logits.shape == (10,)
     assert float(cam.min()) >= 0 and float(cam.max()) <= 1
-    cam3, _ = grad_cam(model, x, target=3)
-    assert cam3.shape == (32, 32)
+    cams = [grad_cam(model, x, target=k)[0] for k in range(10)]
+    assert all(c.shape == (32, 32) for c in cams)
+    assert any(not torch.allclose(cams[0], c) for c in cams[1:])  # the map follows the class asked for
     assert all(p.grad is None for p in model.parameters())  # leaves the model clean
 
 
@@ -121,6 +122,18 @@ def test_attention_rollout_shape_and_model_unchanged():
     with torch.no_grad():
         assert torch.allclose(logits, model(x)[0], atol=1e-5)  # explicit attention = the SDPA path
     assert all(not b.attn.record and b.attn.last_attention is None for b in model.blocks)
+    # Abnar & Zuidema: the product, later layers on the left, of 0.5 * head-mean attention + 0.5 * identity
+    for b in model.blocks:
+        b.attn.record = True
+    with torch.no_grad():
+        model(x)
+    rollout = torch.eye(model.grid ** 2 + 1)
+    for b in model.blocks:
+        rollout = (0.5 * b.attn.last_attention[0].mean(0) + 0.5 * torch.eye(len(rollout))) @ rollout
+        b.attn.record, b.attn.last_attention = False, None
+    want = F.interpolate(rollout[0, 1:].reshape(1, 1, model.grid, model.grid), size=(32, 32), mode="bilinear",
+                         align_corners=False)[0, 0]
+    torch.testing.assert_close(cam, (want - want.min()) / (want.max() - want.min()), rtol=1e-4, atol=1e-5)
 
 
 def test_augmentation_flips_and_translates_batchwise():
@@ -553,6 +566,13 @@ def test_tab_compare_all_skips_missing_models(random_zoo):
 
 def test_tab_single_model(random_zoo):
     out = tab.classify(tab.example_paths()[1], "Compact net")
+    # the top 5 of the softmax of the test-time-augmented logits, unscaled
+    model = weights.load("compact-cifar10")
+    with torch.no_grad():
+        probs = tta_logits(model, tab.prepare(tab.example_paths()[1])[1], tab.TTA["compact-cifar10"]).softmax(-1)[0]
+    top = probs.topk(5)
+    assert tab.classify(tab.example_paths()[1], "Compact net", False)[1] == pytest.approx(
+        {model.classes[i]: p for p, i in zip(top.values.tolist(), top.indices.tolist())}, abs=1e-6)
     assert out[1] is not None and out[3] is None and out[5] is None
     with pytest.raises(gr.Error, match="Not trained yet"):
         tab.classify(tab.example_paths()[1], "ResNet-18")
