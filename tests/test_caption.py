@@ -293,7 +293,12 @@ def test_tab_captions_any_mode_and_size(tmp_path, mode):
 @needs_weights
 def test_tab_beam_sizes_and_bad_input(tmp_path):
     example = tab.example_paths()[0]
-    assert len(tab.caption(example, beam_size=5)[1]) <= 5
+    model, calls = weights.load(tab.NAME), []
+    real = model.beam
+    with pytest.MonkeyPatch.context() as m:  # the settings reach the decoder
+        m.setattr(model, "beam", lambda feats, *settings: (calls.append(settings), real(feats, *settings))[1])
+        assert len(tab.caption(example, beam_size=5, length_penalty=0.7, no_repeat_ngram=2)[1]) <= 5
+    assert calls == [(5, 0.7, 2)]
     with pytest.raises(gr.Error, match="Beam size"):
         tab.caption(example, beam_size=0)
     with pytest.raises(gr.Error, match="must be numbers"):  # int(inf) raises OverflowError, not ValueError

@@ -214,6 +214,20 @@ def test_tab_counts_and_drawing():
     assert drawn.getpixel((round(10 * 0.4), round(80 * 0.4))) != (255, 255, 255)  # the person box's left edge
 
 
+def test_detect_photo_maps_boxes_of_a_shrunk_photo_back(monkeypatch):
+    from PIL import Image
+
+    import models.detect as md
+    model = tiny()
+    for size in ((4000, 2000), (4000, 30)):  # shrunk to 1024x512 and 1024x8: per-axis ratios 3.906 and 3.75
+        work = Image.new("RGB", size)
+        work.thumbnail((1024, 1024), Image.BILINEAR)
+        whole = torch.tensor([[0.0, 0.0, work.width, work.height]])  # a box over the whole work image
+        monkeypatch.setattr(md, "detect", lambda m, x, *a: {"boxes": whole, "scores": torch.tensor([0.5]),
+                                                            "labels": torch.tensor([11])})
+        assert md.detect_photo(model, Image.new("RGB", size)) == [("dog", 0.5, pytest.approx([0, 0, *size]))]
+
+
 @needs_weights
 def test_tab_on_example_photos():
     from demos import detect as tab
