@@ -251,8 +251,14 @@ def test_an_unconditional_dcgan_works_in_the_tab(small_models):
     assert tab.interpolate("Two seeds", "DCGAN", 0, 1, 4, "sneaker", "bag").size[0] > 3 * tab.SIZE
 
 
-def test_tab_functions(small_models):
+def test_tab_functions(small_models, monkeypatch):
+    gan, drawn = small_models["gan-fashion"], []
+    real = gan.sample
+    monkeypatch.setattr(gan, "sample", lambda n, labels=None, **k: (drawn.append(labels), real(n, labels, **k))[1])
+    tab.sample_grid("DCGAN", 3, 4, "sneaker")
+    assert drawn[-1].tolist() == [7] * 4  # the chosen class reaches the generator
     grid, note = tab.sample_grid("DCGAN", 3, 20, tab.ALL_CLASSES)
+    assert drawn[-1].tolist() == [k % 10 for k in range(20)]
     assert grid.size[0] > grid.size[1] and "Columns cycle through the ten classes" in note
     cell = tab.SIZE * 3 + 2  # one class per column: 9 images are one row of 9, not 8 + a wrapped one
     grid, note = tab.sample_grid("DCGAN", 3, 9, tab.ALL_CLASSES)

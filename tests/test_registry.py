@@ -30,6 +30,13 @@ def test_save_load_roundtrip_in_fp16(registry):
     assert {v.dtype for v in stored.values()} == {torch.float16}
     assert not [p for p in registry.WEIGHTS_DIR.iterdir() if p.name.startswith(".")]  # no temp folder left
 
+    big = tiny(n_hidden=16)
+    with torch.no_grad():
+        big.net[0].bias[0] = 1e5  # over fp16's 65504: that tensor stays fp32
+    registry.save(big, registry.WEIGHTS_DIR / "big")
+    assert load_file(registry.WEIGHTS_DIR / "big" / "model.safetensors")["net.0.bias"].dtype == torch.float32
+    assert TinyNet.from_pretrained(str(registry.WEIGHTS_DIR / "big")).net[0].bias[0].item() == 1e5
+
     assert registry.available("tiny")
     loaded = registry.load("tiny")
     assert isinstance(loaded, TinyNet) and not loaded.training and loaded.config.n_hidden == 16
