@@ -558,7 +558,7 @@ def test_tab_compare_all_skips_missing_models(random_zoo):
     preview, compact_label, compact_heat, resnet_label, resnet_heat, vit_label, vit_heat, notes = out
     assert preview.size == (tab.VIEW_SIZE, tab.VIEW_SIZE)
     for label, heat in ((compact_label, compact_heat), (vit_label, vit_heat)):
-        assert len(label) == 5 and abs(sum(label.values()) - 1) < 1 and heat.size == (tab.VIEW_SIZE,) * 2
+        assert len(label) == 5 and 0 < sum(label.values()) <= 1 + 1e-6 and heat.size == (tab.VIEW_SIZE,) * 2
     assert resnet_label is None and resnet_heat is None
     assert "ResNet-18" in notes and "python -m training.classify" in notes
     assert "Not framed (the detector is unavailable" in notes  # no yolo-voc in this zoo: the whole photo

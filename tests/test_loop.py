@@ -254,6 +254,20 @@ def test_early_stopped_run_stays_done_and_patience_zero_is_off(tmp_path):
     assert not never.stopped_early and never.steps_done == 50
 
 
+def test_resume_keeps_the_best_so_far_and_the_patience_count(tmp_path):
+    def crash_at_25(step: int, loss: float) -> None:
+        if step == 25:
+            raise RuntimeError("killed")
+    cfg = config(tmp_path, steps=1000, eval_every=10, patience=2)
+    with pytest.raises(RuntimeError, match="killed"):  # evaluations: 1.0 (best) at 10, 3.0 at 20 (stale 1)
+        fit(new_model(), regression_data(64), mse_loss, cfg, evaluate=scripted_eval([1.0, 3.0], []),
+            on_step=crash_at_25)
+    result = fit(new_model(seed=1), regression_data(64), mse_loss, cfg, evaluate=scripted_eval([4.0, 0.1], []))
+    assert result.best_metric == 1.0 and result.best_step == 10  # 4.0 at 30 is not a new best
+    assert result.stopped_early and result.steps_done == 30  # the second evaluation without improvement
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["step"] == 10
+
+
 def test_a_fresh_run_ignores_an_old_best_checkpoint(tmp_path):
     old = new_model(seed=5)
     atomic_save({"model": old.state_dict(), "step": 99, "metric": 0.0}, tmp_path / "run" / "best.pt")
