@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from demos.common import ImageInput, SliderInput, image_examples, load_model, to_rgb, weights_status
+from demos.common import ImageInput, SliderInput, image_buttons, image_examples, load_model, to_rgb, weights_status
 
 TITLE = "Captioning"
 NAME = "captioner-flickr8k"
@@ -138,9 +138,9 @@ def build() -> None:
                     word = gr.Radio([], label="Word (click to see where it looked)")
                 with gr.Column(scale=2):
                     heat = gr.Image(label="Attention for the chosen word", interactive=False, height=VIEW,
-                                    elem_id="caption-heat")
+                                    elem_id="caption-heat", buttons=image_buttons())
             gallery = gr.Gallery(label="Every word's attention", columns=6, height=220, interactive=False,
-                                 type="filepath")
+                                 type="filepath", buttons=image_buttons("download_all"))
     inputs, outputs = [image, beam, alpha, ngram], [best, beams, word, heat, gallery]
     queue = {"concurrency_limit": 2, "concurrency_id": "caption"}
     examples = example_paths()

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import weights
-from demos.common import ImageInput, image_examples, load_model, to_rgb, weights_status
+from demos.common import ImageInput, image_buttons, image_examples, load_model, to_rgb, weights_status
 from models.classify import explain, tta_logits
 from training.classify import fit_input, frame_subject
 
@@ -134,7 +134,8 @@ def build() -> None:
             choice = gr.Radio([COMPARE, *MODELS], value=COMPARE, label="Model")
             framing = gr.Checkbox(value=True, label="Frame the subject first (the Detection tab's model finds it)")
             run = gr.Button("Classify", variant="primary")
-            preview = gr.Image(label="What the model sees (32x32)", interactive=False, height=VIEW_SIZE)
+            preview = gr.Image(label="What the model sees (32x32)", interactive=False, height=VIEW_SIZE,
+                               buttons=image_buttons())
         with gr.Column(scale=3):
             columns = []
             with gr.Row():
@@ -142,7 +143,7 @@ def build() -> None:
                     with gr.Column(min_width=180):
                         label = gr.Label(num_top_classes=5, label=title)
                         heat = gr.Image(label=f"{title}: where it looked", interactive=False, height=VIEW_SIZE,
-                                        elem_id=f"classify-heat-{name}")
+                                        elem_id=f"classify-heat-{name}", buttons=image_buttons())
                         columns += [label, heat]
             notes = gr.Markdown()
     inputs, outputs = [image, choice, framing], [preview, *columns, notes]

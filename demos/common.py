@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import reprlib
 import warnings
 from typing import Any, Callable
@@ -15,6 +16,17 @@ import weights
 # warns up to twice this and raises above it, so ``check_pixels`` enforces the limit itself.
 MAX_IMAGE_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+# Gradio's share button on images works only on Hugging Face Spaces (elsewhere it says "Must be on Spaces to
+# share"); SYSTEM=spaces is how Gradio itself tells
+ON_SPACES = os.environ.get("SYSTEM") == "spaces"
+
+
+def image_buttons(*more: str) -> list[str]:
+    """The corner buttons of an image or gallery: download (``more``, e.g. "download_all"), fullscreen, and
+    share where it works."""
+    return ["download", *more, "fullscreen"] + (["share"] if ON_SPACES else [])
 
 
 def load_model(name: str) -> Any:
@@ -73,6 +85,9 @@ class ImageInput(gr.Image):
     input component" message, which names a server path."""
 
     is_template = True  # rendered by the frontend as a plain Image
+
+    def __init__(self, *args: Any, buttons: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, buttons=image_buttons() if buttons is None else buttons, **kwargs)
 
     def preprocess(self, payload: Any) -> Any:
         return _clear_upload_errors(super().preprocess, payload, [payload])

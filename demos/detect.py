@@ -10,7 +10,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
-from demos.common import ImageInput, SliderInput, load_model, to_rgb, weights_status
+from demos.common import ImageInput, SliderInput, image_buttons, load_model, to_rgb, weights_status
 from models.detect import VOC_CLASSES, detect_photo
 
 TITLE = "Detection"
@@ -146,7 +146,7 @@ def build() -> None:
             classes = gr.Dropdown(VOC_CLASSES, value=[], multiselect=True, label="Classes (empty: all)")
             run = gr.Button("Detect", variant="primary")
         with gr.Column(scale=2):
-            annotated = gr.Image(label="Detections", interactive=False, type="pil")
+            annotated = gr.Image(label="Detections", interactive=False, type="pil", buttons=image_buttons())
             summary = gr.Markdown()
             table = gr.Dataframe(headers=COUNT_HEADERS, datatype=["str", "number", "number"],
                                  label="Objects per class", interactive=False)
@@ -161,9 +161,11 @@ def build() -> None:
                     "go on. One stream runs at a time: *Waiting* means another visitor's is on, and it ends within "
                     f"{LIVE_LIMIT // 60} minutes.")
         with gr.Row():
-            camera = gr.Image(sources=["webcam"], streaming=True, type="pil", label="Webcam", height=LIVE_HEIGHT)
+            camera = gr.Image(sources=["webcam"], streaming=True, type="pil", label="Webcam", height=LIVE_HEIGHT,
+                              buttons=image_buttons())
             with gr.Column():
-                live = gr.Image(label="Live detections", interactive=False, type="pil", height=LIVE_HEIGHT)
+                live = gr.Image(label="Live detections", interactive=False, type="pil", height=LIVE_HEIGHT,
+                                buttons=image_buttons())
                 live_status = gr.Markdown()
     common = {"concurrency_limit": 2, "concurrency_id": "detect"}
     run.click(detect_objects, inputs, outputs, api_name="detect", **common)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import weights
-from demos.common import NumberInput, SliderInput, load_model, weights_status
+from demos.common import NumberInput, SliderInput, image_buttons, load_model, weights_status
 from models.classify import CIFAR10_CLASSES
 from models.schedulers import make_scheduler, sample_steps
 
@@ -104,12 +104,13 @@ def _labels(dataset: str, class_name: str, n: int, num_classes: int) -> torch.Te
 # --------------------------------------------------------------------------- pictures
 
 def to_grid(x: torch.Tensor, cols: int | None = None, pad: int = 2) -> np.ndarray:
-    """(B, C, H, W) floats in [-1, 1] -> one uint8 RGB grid (H', W', 3) at the images' own size."""
+    """(B, C, H, W) floats in [-1, 1] -> one uint8 RGB grid (H', W', 3) at the images' own size, as near square
+    as the count allows (4 images in a row beside their x_0 made an 8:1 strip 30 px tall on a phone)."""
     x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     b, _, h, w = x.shape
-    cols = cols or min(b, 4)
+    cols = cols or math.ceil(math.sqrt(b))
     rows = math.ceil(b / cols)
     grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, dtype=np.uint8)
     for i, img in enumerate(x.permute(0, 2, 3, 1).numpy()):
@@ -252,15 +253,18 @@ def build() -> None:
             progress = gr.Markdown("Press Generate.")
         with gr.Column(scale=2):
             live = gr.Image(label="Sampling: x_t (left) and predicted x_0 (right)", type="numpy", interactive=False,
-                            format="png")
+                            format="png", buttons=image_buttons())
             with gr.Row():
-                grid = gr.Image(label="Final samples", type="numpy", interactive=False, format="png")
-                gif = gr.Image(label="Trajectory (GIF)", type="filepath", interactive=False)
+                # min_width: on a phone the two stack instead of shrinking to slivers side by side
+                grid = gr.Image(label="Final samples", type="numpy", interactive=False, format="png", min_width=300,
+                                buttons=image_buttons())
+                gif = gr.Image(label="Trajectory (GIF)", type="filepath", interactive=False, min_width=300,
+                               buttons=image_buttons())
     with gr.Accordion("Scrub through the steps", open=True):
         frames = gr.State([])
         scrubber = SliderInput(1, 2, value=1, step=1, label="Show step", interactive=True)
         view = gr.Image(label="x_t (left) and predicted x_0 (right) at the chosen step", type="numpy",
-                        interactive=False, format="png")
+                        interactive=False, format="png", buttons=image_buttons())
         view_caption = gr.Markdown()
     dataset.change(update_classes, dataset, class_name, api_name="diffusion_classes")
     event = run.click(generate, [dataset, class_name, sampler, steps, eta, guidance, seed, n_images],

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import weights
-from demos.common import (ImageInput, NumberInput, SketchpadInput, SliderInput, load_model, to_rgb,
+from demos.common import (ImageInput, NumberInput, SketchpadInput, SliderInput, image_buttons, load_model, to_rgb,
                           weights_status)
 from models.generative import slerp
 
@@ -300,7 +300,8 @@ def build() -> None:
             s_count = SliderInput(*LIMITS["count"], value=20, step=1, label="Number of images")
             s_run = gr.Button("Sample", variant="primary")
         with gr.Column(scale=2):
-            s_grid = gr.Image(label="Samples", interactive=False, format="png", elem_id="gen-samples")
+            s_grid = gr.Image(label="Samples", interactive=False, format="png", elem_id="gen-samples",
+                              buttons=image_buttons())
             s_note = gr.Markdown()
     s_run.click(sample_grid, [s_model, s_seed, s_count, s_class], [s_grid, s_note], api_name="sample")
 
@@ -316,9 +317,10 @@ def build() -> None:
             r_run = gr.Button("Reconstruct", variant="primary")
         with gr.Column():
             with gr.Row():
-                r_input = gr.Image(label="What the VAE sees (28x28)", interactive=False, format="png", height=200)
+                r_input = gr.Image(label="What the VAE sees (28x28)", interactive=False, format="png", height=200,
+                                   buttons=image_buttons())
                 r_output = gr.Image(label="Reconstruction", interactive=False, format="png", height=200,
-                                    elem_id="gen-recon")
+                                    elem_id="gen-recon", buttons=image_buttons())
             r_notes = gr.Markdown()
     r_run.click(reconstruct, [sketch, upload, r_model], [r_input, r_output, r_notes], api_name="reconstruct")
 
@@ -341,7 +343,8 @@ def build() -> None:
                 i_image_b = ImageInput(label="Image B", type="pil", image_mode=None, sources=["upload", "clipboard"],
                                        height=160)
             i_run = gr.Button("Interpolate", variant="primary")
-            i_strip = gr.Image(label="Interpolation A -> B", interactive=False, format="png", elem_id="gen-strip")
+            i_strip = gr.Image(label="Interpolation A -> B", interactive=False, format="png", elem_id="gen-strip",
+                               buttons=image_buttons())
     i_run.click(interpolate, [i_mode, i_model, i_seed_a, i_seed_b, i_frames, i_class_a, i_class_b, i_image_a,
                               i_image_b], i_strip, api_name="interpolate")
 
@@ -356,13 +359,13 @@ def build() -> None:
     with gr.Row():
         with gr.Column(scale=2):
             m_map = gr.Image(value=initial, label="Latent map (click a point)", interactive=False, format="png",
-                             height=MAP_PX + 40, elem_id="gen-map")
+                             height=MAP_PX + 40, elem_id="gen-map", buttons=image_buttons())
             with gr.Row():
                 m_cells = SliderInput(*LIMITS["cells"], value=15, step=1, label="Cells per side")
                 m_draw = gr.Button("Draw map")
         with gr.Column(scale=1):
             m_point = gr.Image(label="Decoded point", interactive=False, format="png", height=220,
-                               elem_id="gen-point")
+                               elem_id="gen-point", buttons=image_buttons())
             m_z = gr.Markdown()
     m_draw.click(latent_map, m_cells, m_map, api_name="latent_map")
     # a click carries gr.SelectData, which API clients cannot send: the event is UI-only

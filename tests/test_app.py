@@ -29,6 +29,10 @@ def test_every_listed_tab_is_built():
     api_names = [fn.api_name for fn in blocks.fns.values()]
     assert "about_models" in api_names and len(api_names) == len(set(api_names))
     assert blocks.delete_cache == app.DELETE_CACHE  # output files do not pile up on a long-running server
+    # share works only on Hugging Face Spaces: elsewhere the button would only say "Must be on Spaces to share"
+    images = [c for c in blocks.blocks.values() if type(c).__name__ in ("Image", "ImageInput", "Gallery")]
+    assert len(images) > 20 and not [c.label for c in images if "share" in c.buttons]
+    assert all("download" in c.buttons and "fullscreen" in c.buttons for c in images)
 
 
 def test_a_broken_tab_is_isolated(monkeypatch):

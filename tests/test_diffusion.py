@@ -288,9 +288,8 @@ def test_generate_streams_frames_then_the_final_outputs(tab):
     first = outs[0]  # the previous run's outputs are cleared before sampling starts
     assert first[1].startswith("Sampling") and first[2] == [] and first[4:] == (None, None, None, "")
     assert view_caption.startswith("Step 45 of 45")
-    # frames are kept at the images' size (3 images in one row, 2 px apart); only the views are zoomed
-    size = frames[0]["x_t"].shape[0] - 4
-    h, w = size + 4, 3 * (size + 2) + 2
+    # frames are kept at the images' size (3 images: a 2x2 grid, 2 px apart); only the views are zoomed
+    h = w = 2 * (TINY["image_size"] + 2) + 2
     assert frames[0]["x_t"].shape == frames[0]["x0"].shape == (h, w, 3)
     assert live.shape == (h * tab.ZOOM, (2 * w + 3) * tab.ZOOM, 3) and grid.shape == (h * tab.ZOOM, w * tab.ZOOM, 3)
     image, text = tab.scrub(frames, 11)
@@ -425,10 +424,7 @@ def test_ddpm_intermediate_step_adds_noise_of_the_posterior_std():
     assert float((out - mean).std()) == pytest.approx(float(var) ** 0.5, rel=0.02)
 
 
-def test_diffusion_tab_samples_the_chosen_class_with_its_settings(monkeypatch):
-    from demos import diffusion as tab
-    net = UNet(UNetConfig(**{**TINY, "num_classes": 10})).eval()
-    monkeypatch.setattr(tab, "load_model", lambda name: net)
+def test_diffusion_tab_samples_the_chosen_class_with_its_settings(tab, monkeypatch):
     seen, real = [], tab.sample_steps
     monkeypatch.setattr(tab, "sample_steps",
                         lambda *a, **k: (seen.append((a[2], k["guidance"], k["eta"])), real(*a, **k))[1])
