@@ -20,7 +20,9 @@ TITLE = "Recommendations"
 RANKER, RATER = "bpr-movielens", "mf-movielens"
 MODEL_CHOICES = [("Ranking (BPR-MF): what you are likely to watch", "bpr"),
                  ("Predicted rating (biased MF): what you would rate highest", "mf")]
-RESULT_HEADERS = ["#", "movie", "genres", "score", "because you liked"]
+# the score column says what the chosen model's number is
+RESULT_HEADERS = {"bpr": ["#", "movie", "genres", "ranking score", "because you liked"],
+                  "mf": ["#", "movie", "genres", "predicted rating (1-5)", "because you liked"]}
 DEFAULT_RATING = 4
 MAX_PICKS = 50        # movies a visitor may pick
 # Every event of this tab takes milliseconds: one queue group of 4 workers, separate from slow tabs.
@@ -254,6 +256,13 @@ def similar_movies(movie_id: Any, k: Any = 10) -> list[list[Any]]:
     return [[n + 1, r["title"], r["genres"], r["similarity"]] for n, r in enumerate(recs)]
 
 
+def result_tables(model: str) -> tuple[Any, Any]:
+    """Both recommendation tables emptied, with the score column named for ``model``."""
+    if model not in RESULT_HEADERS:
+        raise gr.Error(f"Unknown model {reprlib.repr(model)}: choose one of {', '.join(RESULT_HEADERS)}.")
+    return tuple(gr.Dataframe(value=[], headers=RESULT_HEADERS[model]) for _ in range(2))
+
+
 def build() -> None:
     banner = weights_status(RANKER, RATER)
     if banner:
@@ -265,7 +274,8 @@ def build() -> None:
         choices = movie_choices()
     except gr.Error:
         choices = []
-    model = gr.Radio(MODEL_CHOICES, value="bpr", label="Model")
+    model = gr.Radio(MODEL_CHOICES, value="bpr", label="Model (Similar movies always uses the ranking model's "
+                     "movie embeddings)")
     k = SliderInput(1, 50, value=10, step=1, label="How many")
     with gr.Tab("New visitor"):
         picked = gr.Dropdown(choices, multiselect=True, filterable=True, label="Movies you have seen "
@@ -274,7 +284,7 @@ def build() -> None:
                              interactive=True, label="Your ratings (edit the numbers)", column_count=2,
                              static_columns=[0])
         go = gr.Button("Recommend", variant="primary")
-        visitor_out = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True,
+        visitor_out = gr.Dataframe(headers=RESULT_HEADERS["bpr"], interactive=False, wrap=True,
                                    label="Recommended for you")
         picked.change(ratings_table, [picked, table], table, api_name="recommend_rating_rows", **QUEUE)
         go.click(recommend_visitor, [picked, table, model, k], visitor_out, api_name="recommend_visitor", **QUEUE)
@@ -288,11 +298,13 @@ def build() -> None:
         note = gr.Markdown()
         history = gr.Dataframe(headers=["movie", "genres", "rating"], interactive=False, wrap=True,
                                label="History")
-        user_out = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True, label="Recommended")
+        user_out = gr.Dataframe(headers=RESULT_HEADERS["bpr"], interactive=False, wrap=True, label="Recommended")
         history_btn.click(user_history, user, [note, history], api_name="recommend_user_history", **QUEUE)
         rec_btn.click(recommend_user, [user, model, k, filter_seen], user_out, api_name="recommend_user", **QUEUE)
     with gr.Tab("Similar movies"):
-        movie = gr.Dropdown(choices, filterable=True, label="Movie")
+        movie = gr.Dropdown(choices, value=None, filterable=True, label="Movie (type to search)")
         sim_btn = gr.Button("Find similar")
         sim_out = gr.Dataframe(headers=["#", "movie", "genres", "similarity"], interactive=False, wrap=True)
         sim_btn.click(similar_movies, [movie, k], sim_out, api_name="recommend_similar", **QUEUE)
+    # another model's results under this model's column name would mislead: clear them and rename the column
+    model.change(result_tables, model, [visitor_out, user_out], api_visibility="private", **QUEUE)

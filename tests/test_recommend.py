@@ -304,6 +304,16 @@ def test_tab_new_visitor(tab) -> None:
     assert {"Return of the Jedi (1983)", "Empire Strikes Back, The (1980)"} & {r[1] for r in rows}
 
 
+def test_changing_the_model_clears_results_and_names_the_score(tab) -> None:
+    import gradio as gr
+    visitor, user = tab.result_tables("mf")
+    assert visitor.headers == user.headers == ["#", "movie", "genres", "predicted rating (1-5)", "because you liked"]
+    assert visitor.value["data"] == user.value["data"] == []
+    assert tab.result_tables("bpr")[0].headers[3] == "ranking score"
+    with pytest.raises(gr.Error, match="Unknown model"):
+        tab.result_tables("svd")
+
+
 def test_tab_known_user_and_similar(tab) -> None:
     note, history = tab.user_history(1)
     assert "User 1" in note and len(history) == 20
