@@ -75,8 +75,8 @@ def _clear_upload_errors(preprocess: Callable[[Any], Any], payload: Any, files: 
     except Image.DecompressionBombError:
         raise too_many_pixels() from None
     except Exception as e:
-        raise gr.Error(f"Could not read the image ({type(e).__name__}): please upload a PNG, JPEG, WebP, "
-                       "GIF or BMP file.") from None
+        raise gr.Error("Could not read the image: the file is not a PNG, JPEG, WebP, GIF or BMP image, or it is "
+                       "damaged. Please upload another.", title="Unreadable image") from None
 
 
 class ImageInput(gr.Image):
@@ -185,7 +185,8 @@ def to_rgb(image: Any) -> Image.Image:
         except Image.DecompressionBombError:
             raise too_many_pixels() from None
         except Exception as e:  # a path to something that is not an image
-            raise gr.Error(f"Could not read the image: {type(e).__name__}") from None
+            raise gr.Error("Could not read the image: the file is not an image, or it is damaged.",
+                           title="Unreadable image") from None
     check_pixels(*image.size)
     try:
         image.seek(0)  # first frame of an animation
@@ -200,4 +201,5 @@ def to_rgb(image: Any) -> Image.Image:
     except gr.Error:
         raise
     except Exception as e:  # truncated or corrupt file
-        raise gr.Error(f"Could not decode the image ({type(e).__name__}: {e}).") from None
+        raise gr.Error(f"Could not decode the image: it is damaged or cut short ({e}).",
+                       title="Unreadable image") from None

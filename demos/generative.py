@@ -305,11 +305,12 @@ def build() -> None:
             s_note = gr.Markdown()
     s_run.click(sample_grid, [s_model, s_seed, s_count, s_class], [s_grid, s_note], api_name="sample")
 
-    gr.Markdown("### Reconstruct a drawing")
+    gr.Markdown("### Reconstruct a drawing\nPick the brush in the drawing's toolbar, draw a garment in dark ink (or "
+                "upload an image), then press Reconstruct.")
     with gr.Row():
-        sketch = SketchpadInput(label="Draw a garment: pick the brush, then draw (dark ink)", type="pil", canvas_size=(280, 280),
-                              brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"), height=340,
-                              elem_id="gen-sketch")
+        sketch = SketchpadInput(label="Drawing", type="pil", canvas_size=(280, 280),
+                                brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"), height=340,
+                                elem_id="gen-sketch")
         with gr.Column():
             upload = ImageInput(label="...or upload an image (used instead of the drawing)", type="pil",
                                 image_mode=None, sources=["upload", "clipboard"], height=200)
@@ -317,7 +318,7 @@ def build() -> None:
             r_run = gr.Button("Reconstruct", variant="primary")
         with gr.Column():
             with gr.Row():
-                r_input = gr.Image(label="What the VAE sees (28x28)", interactive=False, format="png", height=200,
+                r_input = gr.Image(label="VAE input, 28x28", interactive=False, format="png", height=200,
                                    buttons=image_buttons())
                 r_output = gr.Image(label="Reconstruction", interactive=False, format="png", height=200,
                                     elem_id="gen-recon", buttons=image_buttons())
