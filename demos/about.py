@@ -30,8 +30,10 @@ def build() -> None:
         "A model zoo you can open in a browser: every tab runs a model this project implements in "
         "PyTorch and trains from scratch. Each model's card in `weights/<name>/README.md` states the "
         "metric measured on its test split and the exact command that reproduced it.")
+    # max_height: every model's metrics readable at once; widths in px, not %: on a phone the table scrolls
+    # sideways rather than breaking words into one letter a line
     table = gr.Dataframe(value=model_table(), headers=["model", "what", "status", "measured"],
-                         interactive=False, wrap=True, column_widths=["15%", "25%", "8%", "52%"],
-                         max_height=2000)  # every model's metrics readable without scrolling the table
+                         interactive=False, wrap=True, column_widths=["160px", "240px", "70px", "700px"],
+                         max_height=2000)
     refresh = gr.Button("Refresh", size="sm")
     refresh.click(model_table, outputs=table, api_name="about_models")

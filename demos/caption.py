@@ -122,7 +122,7 @@ def build() -> None:
     with gr.Row():
         with gr.Column(scale=1):
             image = ImageInput(type="filepath", label="Image", image_mode=None,
-                               sources=["upload", "webcam", "clipboard"])
+                               sources=["upload", "webcam", "clipboard"], buttons=image_buttons())
             beam = SliderInput(1, MAX_BEAM, value=3, step=1, label="Beam size (1 = greedy)")
             with gr.Accordion("Decoding options", open=False):
                 alpha = SliderInput(0, 3, value=0.0, step=0.1,
@@ -132,7 +132,7 @@ def build() -> None:
         with gr.Column(scale=2):
             best = gr.Textbox(label="Caption", interactive=False)
             beams = gr.Dataframe(headers=["rank", "caption", "log-prob", "score"], label="Beams",
-                                 interactive=False, wrap=True)
+                                 interactive=False, wrap=True, column_widths=["60px", "360px", "90px", "80px"])
             with gr.Row():
                 with gr.Column(scale=1, min_width=200):
                     word = gr.Radio([], label="Word (click to see where it looked)")

@@ -130,7 +130,7 @@ def build() -> None:
     with gr.Row():
         with gr.Column(scale=1):
             image = ImageInput(type="filepath", label="Image", image_mode=None,
-                               sources=["upload", "webcam", "clipboard"])
+                               sources=["upload", "webcam", "clipboard"], buttons=image_buttons())
             choice = gr.Radio([COMPARE, *MODELS], value=COMPARE, label="Model")
             framing = gr.Checkbox(value=True, label="Frame the subject first (the Detection tab's model finds it)")
             run = gr.Button("Classify", variant="primary")

@@ -74,7 +74,7 @@ def _clear_upload_errors(preprocess: Callable[[Any], Any], payload: Any, files: 
         raise
     except Image.DecompressionBombError:
         raise too_many_pixels() from None
-    except Exception as e:
+    except Exception:
         raise gr.Error("Could not read the image: the file is not a PNG, JPEG, WebP, GIF or BMP image, or it is "
                        "damaged. Please upload another.", title="Unreadable image") from None
 
@@ -85,9 +85,6 @@ class ImageInput(gr.Image):
     input component" message, which names a server path."""
 
     is_template = True  # rendered by the frontend as a plain Image
-
-    def __init__(self, *args: Any, buttons: list[str] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, buttons=image_buttons() if buttons is None else buttons, **kwargs)
 
     def preprocess(self, payload: Any) -> Any:
         return _clear_upload_errors(super().preprocess, payload, [payload])
@@ -184,7 +181,7 @@ def to_rgb(image: Any) -> Image.Image:
             image = Image.open(image)
         except Image.DecompressionBombError:
             raise too_many_pixels() from None
-        except Exception as e:  # a path to something that is not an image
+        except Exception:  # a path to something that is not an image
             raise gr.Error("Could not read the image: the file is not an image, or it is damaged.",
                            title="Unreadable image") from None
     check_pixels(*image.size)

@@ -139,10 +139,13 @@ def build() -> None:
     with gr.Row():
         with gr.Column(scale=1):
             image = ImageInput(type="pil", label="Photo", image_mode=None,
-                               sources=["upload", "webcam", "clipboard"])
-            score = SliderInput(0.05, 0.95, value=0.3, step=0.05, label="Score threshold")
+                               sources=["upload", "webcam", "clipboard"], buttons=image_buttons())
+            # re-detection runs on release (pointer up, or leaving the number box), not on each keystroke:
+            # typing 0.05 passes through 0, which is out of range
+            score = SliderInput(0.05, 0.95, value=0.3, step=0.05, label="Score threshold",
+                                info="applied when you let go of the slider or leave the box (or press Detect)")
             nms_iou = SliderInput(0.1, 0.9, value=0.5, step=0.05, label="NMS IoU threshold",
-                                info="boxes of one class overlapping more than this are merged")
+                                  info="boxes of one class overlapping more than this are merged")
             classes = gr.Dropdown(VOC_CLASSES, value=[], multiselect=True, label="Classes (empty: all)")
             run = gr.Button("Detect", variant="primary")
         with gr.Column(scale=2):

@@ -313,7 +313,7 @@ def build() -> None:
                                 elem_id="gen-sketch")
         with gr.Column():
             upload = ImageInput(label="...or upload an image (used instead of the drawing)", type="pil",
-                                image_mode=None, sources=["upload", "clipboard"], height=200)
+                                image_mode=None, sources=["upload", "clipboard"], height=200, buttons=image_buttons())
             r_model = gr.Radio(VAES, value="VAE", label="Model")
             r_run = gr.Button("Reconstruct", variant="primary")
         with gr.Column():
@@ -340,9 +340,9 @@ def build() -> None:
         with gr.Column(scale=2):
             with gr.Row():
                 i_image_a = ImageInput(label="Image A", type="pil", image_mode=None, sources=["upload", "clipboard"],
-                                       height=160)
+                                       height=160, buttons=image_buttons())
                 i_image_b = ImageInput(label="Image B", type="pil", image_mode=None, sources=["upload", "clipboard"],
-                                       height=160)
+                                       height=160, buttons=image_buttons())
             i_run = gr.Button("Interpolate", variant="primary")
             i_strip = gr.Image(label="Interpolation A -> B", interactive=False, format="png", elem_id="gen-strip",
                                buttons=image_buttons())

@@ -25,6 +25,8 @@ RESULT_HEADERS = {"bpr": ["#", "movie", "genres", "ranking score", "because you 
                   "mf": ["#", "movie", "genres", "predicted rating (1-5)", "because you liked"]}
 DEFAULT_RATING = 4
 MAX_PICKS = 50        # movies a visitor may pick
+# px, not %: on a phone the tables scroll sideways instead of squeezing words into one letter a line
+RESULT_WIDTHS = ["45px", "300px", "180px", "120px", "280px"]
 # Every event of this tab takes milliseconds: one queue group of 4 workers, separate from slow tabs.
 QUEUE = {"concurrency_limit": 4, "concurrency_id": "recommend"}
 
@@ -285,7 +287,7 @@ def build() -> None:
                              static_columns=[0])
         go = gr.Button("Recommend", variant="primary")
         visitor_out = gr.Dataframe(headers=RESULT_HEADERS["bpr"], interactive=False, wrap=True,
-                                   label="Recommended for you")
+                                   column_widths=RESULT_WIDTHS, label="Recommended for you")
         picked.change(ratings_table, [picked, table], table, api_name="recommend_rating_rows", **QUEUE)
         go.click(recommend_visitor, [picked, table, model, k], visitor_out, api_name="recommend_visitor", **QUEUE)
     with gr.Tab("MovieLens user"):
@@ -297,14 +299,17 @@ def build() -> None:
             rec_btn = gr.Button("Recommend", variant="primary")
         note = gr.Markdown()
         history = gr.Dataframe(headers=["movie", "genres", "rating"], interactive=False, wrap=True,
+                               column_widths=RESULT_WIDTHS[1:4],
                                label="History")
-        user_out = gr.Dataframe(headers=RESULT_HEADERS["bpr"], interactive=False, wrap=True, label="Recommended")
+        user_out = gr.Dataframe(headers=RESULT_HEADERS["bpr"], interactive=False, wrap=True, label="Recommended",
+                                column_widths=RESULT_WIDTHS)
         history_btn.click(user_history, user, [note, history], api_name="recommend_user_history", **QUEUE)
         rec_btn.click(recommend_user, [user, model, k, filter_seen], user_out, api_name="recommend_user", **QUEUE)
     with gr.Tab("Similar movies"):
         movie = gr.Dropdown(choices, value=None, filterable=True, label="Movie (type to search)")
         sim_btn = gr.Button("Find similar")
-        sim_out = gr.Dataframe(headers=["#", "movie", "genres", "similarity"], interactive=False, wrap=True)
+        sim_out = gr.Dataframe(headers=["#", "movie", "genres", "similarity"], interactive=False, wrap=True,
+                               column_widths=RESULT_WIDTHS[:4])
         sim_btn.click(similar_movies, [movie, k], sim_out, api_name="recommend_similar", **QUEUE)
     # another model's results under this model's column name would mislead: clear them and rename the column
     model.change(result_tables, model, [visitor_out, user_out], api_visibility="private", **QUEUE)

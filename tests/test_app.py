@@ -158,3 +158,15 @@ def test_fractions_in_whole_number_fields_are_refused():
     assert SliderInput(1, 50, value=10, step=1, label="Top-k").preprocess(3.0) == 3
     assert SliderInput(0, 1, value=0.3, step=0.05, label="Score").preprocess(0.33) == 0.33
     assert NumberInput(0.5, label="Rate").preprocess(0.25) == 0.25
+
+
+def test_custom_components_send_the_frontend_every_setting_of_their_base():
+    # Gradio builds a component's config from its __init__ signature: an override taking **kwargs dropped
+    # webcam_options, and the camera of every photo input stopped opening (a browser-only failure)
+    import gradio as gr
+
+    from demos.common import ImageInput, NumberInput, SketchpadInput, SliderInput
+    for custom, base in ((ImageInput, gr.Image), (NumberInput, gr.Number), (SliderInput, gr.Slider),
+                         (SketchpadInput, gr.Sketchpad)):
+        assert set(base().get_config()) <= set(custom().get_config()), custom.__name__
+
