@@ -316,3 +316,39 @@ def test_resnet_encoder_shape_for_pretrained_starts():
     model = Captioner(CaptionConfig(vocab=["<pad>", "<bos>", "<eos>", "<unk>", "dog"], encoder="resnet18",
                                     image_size=64, dim=32, layers=1, heads=4, ffn=64)).eval()
     assert model.grid == 2 and model.features(torch.rand(1, 3, 64, 64)).shape == (1, 4, 512)
+
+
+# --------------------------------------------------------------------------- found surviving mutations
+
+def test_length_penalty_search_keeps_going_while_a_longer_caption_can_still_win():
+    """With alpha > 0 a live prefix's bound must use the most favourable length it can still reach (max_steps):
+    bounding it at its current length stops early and loses the long, better-normalized A B A B... caption."""
+    table = {BOS: {EOS: 0.157, A: 0.409, B: 0.135, C: 0.3}, A: {EOS: 0.593, A: 0.197, B: 0.189, C: 0.021},
+             B: {EOS: 0.675, A: 0.244, B: 0.012, C: 0.068}, C: {EOS: 0.076, A: 0.851, B: 0.037, C: 0.036}}
+    hyps = beam_search(markov(table), BOS, EOS, 2, 10, length_penalty=3.0)
+    assert [h.tokens for h in hyps] == [[C, A], [C, A, B, A, B, A, B, A, B]] and all(h.finished for h in hyps)
+    short = math.log(0.409 * 0.593) / length_norm(2, 3.0)  # [A], what an early stop keeps instead
+    assert hyps[1].score > short
+
+
+def test_no_repeat_ngram_steers_greedy_off_its_loop():
+    # greedy loops A B A B ...; banning a repeated n-gram forces the next-best word at the first repeat
+    loop = {BOS: {A: 1.0}, A: {B: 0.9, EOS: 0.1}, B: {A: 0.8, C: 0.12, EOS: 0.08}, C: {EOS: 1.0}}
+    assert beam_search(markov(loop), BOS, EOS, 1, 12)[0].tokens == [A, B] * 6
+    assert beam_search(markov(loop), BOS, EOS, 1, 12, no_repeat_ngram=1)[0].tokens == [A, B, C]
+    assert beam_search(markov(loop), BOS, EOS, 1, 12, no_repeat_ngram=2)[0].tokens == [A, B, A]
+    assert beam_search(markov(loop), BOS, EOS, 1, 12, no_repeat_ngram=3)[0].tokens == [A, B, A, B, C]
+
+
+def test_generate_passes_every_beam_setting_to_the_model(monkeypatch):
+    from test_caption import tiny
+    from training.caption import generate
+    model = tiny()
+    calls, real = [], model.beam
+    monkeypatch.setattr(model, "beam", lambda f, *settings: (calls.append(settings), real(f, *settings))[1])
+    feats = model.features(torch.rand(2, 3, 48, 48))
+    generate(model, feats, beam_size=3, length_penalty=0.7, no_repeat_ngram=2)
+    assert calls == [(3, 0.7, 2)] * 2
+    calls.clear()
+    generate(model, feats, beam_size=1, no_repeat_ngram=3)  # greedy with a no-repeat rule goes through beam
+    assert calls == [(1, 0.0, 3)] * 2

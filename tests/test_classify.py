@@ -14,6 +14,7 @@ from PIL import Image
 
 import weights
 from demos import classify as tab
+from demos.common import MAX_IMAGE_PIXELS, to_rgb
 from models.classify import (CompactNet, CompactNetConfig, ResNet, ResNetConfig, ViT, ViTConfig,
                              attention_rollout, grad_cam, tta_logits)
 from training.classify import (BATCH_MIXES, EXPORT_SUFFIXES, Augmented, Lookahead, accuracy_report, build_model,
@@ -743,3 +744,81 @@ def test_shipped_accuracy_on_real_photos_matches_card(label, kind, floor, voc_ph
     model = weights.load(name).to(memory_format=torch.channels_last)
     acc = accuracy_report(predict(model, images, tta=tab.TTA[name]), labels, model.classes)["accuracy"]
     assert abs(acc - weights.card_metrics(name)["accuracy_voc_photos"]) < 0.003
+
+
+# --------------------------------------------------------------------------- found surviving mutations
+
+def test_to_rgb_applies_the_exif_orientation(tmp_path):
+    image = Image.new("RGB", (40, 20), "red")
+    image.paste((0, 0, 255), (0, 0, 10, 20))  # blue on the left
+    exif = Image.Exif()
+    exif[274] = 6  # "rotate 90 degrees clockwise to display"
+    image.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    shown = to_rgb(str(tmp_path / "phone.jpg"))
+    assert shown.size == (20, 40)
+    r, g, b = shown.getpixel((10, 5))  # the blue left edge is now the top
+    assert b > 200 and r < 60
+
+
+def test_to_rgb_refuses_images_over_the_pixel_limit():
+    with pytest.raises(gr.Error, match="megapixels"):
+        to_rgb(Image.new("L", (8001, MAX_IMAGE_PIXELS // 8000)))
+    assert to_rgb(Image.new("L", (8000, MAX_IMAGE_PIXELS // 8000))).size == (8000, 5000)  # at the limit: fine
+
+
+def test_greedy_soup_drops_members_that_lower_validation_accuracy(tmp_path, monkeypatch, capsys):
+    """Validation accuracy is made a known function of one weight (the soup's mean of it), so the greedy
+    choice is known: start from the best member (1.0); adding either other one lowers it, so both are dropped."""
+    import training.classify as tc
+    sources, key = [], None
+    for i, marker in enumerate((1.0, 0.0, 0.5)):
+        model = small("vit")
+        key = key or next(iter(model.state_dict()))
+        with torch.no_grad():
+            model.state_dict()[key].view(-1)[0] = marker
+        weights.save(model, tmp_path / f"w{i}")
+        sources.append(str(tmp_path / f"w{i}"))
+    images, labels = torch.zeros(8, 3, 32, 32, dtype=torch.uint8), torch.zeros(8, dtype=torch.long)
+    monkeypatch.setattr(tc, "load_split", lambda split, root=None: (images, labels))
+
+    def fake_predict(model, x, tta=0, batch_size=500):  # the first marker * len(x) images right (class 0)
+        right = round(float(model.state_dict()[key].view(-1)[0]) * len(x))
+        logits = torch.zeros(len(x), 10)
+        logits[:right, 0], logits[right:, 1] = 1.0, 1.0
+        return logits
+    monkeypatch.setattr(tc, "predict", fake_predict)
+    monkeypatch.setattr(sys, "argv", ["training.classify", "average", "--data", str(tmp_path), "--val-size", "4",
+                                      "--greedy", "--weights", *sources, "--out", str(tmp_path / "soup")])
+    tc.main()
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["members"] == {sources[0]: 1.0, sources[1]: 0.0, sources[2]: 0.5}
+    assert out["chosen"] == [sources[0]] and out["val_accuracy"] == 1.0
+
+
+def test_int8_export_is_static_qdq_when_calibration_images_are_given(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from training.classify import export, quantize_onnx, run_exported
+    model = trained_like(small("compact"))
+    path = export(model, tmp_path / "m.onnx", "onnx")
+    static = quantize_onnx(path, tmp_path / "s.int8.onnx", torch.rand(64, 3, 32, 32))
+    dynamic = quantize_onnx(path, tmp_path / "d.int8.onnx")
+    ops = lambda p: {n.op_type for n in onnx.load(str(p)).graph.node}  # noqa: E731
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops(static) and "DynamicQuantizeLinear" not in ops(static)
+    assert "DynamicQuantizeLinear" in ops(dynamic)
+    assert run_exported(static, torch.rand(3, 3, 32, 32)).shape == (3, 10)
+    assert not (tmp_path / "s.int8.pre.onnx").exists()  # the pre-processed intermediate is removed
+
+
+def test_loading_is_strict_by_default_so_missing_layers_never_stay_random(tmp_path):
+    import training.classify as tc
+    from models.classify import ViT
+    from training.common import from_pretrained
+    weights.save(small("vit"), tmp_path / "w")
+    config = json.loads((tmp_path / "w" / "config.json").read_text())
+    (tmp_path / "w" / "config.json").write_text(json.dumps({**config, "depth": config["depth"] + 1}))
+    with pytest.raises(RuntimeError, match="Missing key"):
+        from_pretrained(ViT, tmp_path / "w")
+    with pytest.raises(SystemExit) as e:  # evaluate / export / average: a one-line CLI error, not a random block
+        tc.load_folder(tmp_path / "w")
+    assert e.value.code == 2

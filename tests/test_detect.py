@@ -372,3 +372,50 @@ def test_recalibrate_bn_on_fewer_images_than_its_sample():
     recalibrate_bn(model, Views())
     assert not model.trunk.training
     assert any(m.num_batches_tracked.item() > 0 for m in model.trunk.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+# --------------------------------------------------------------------------- found surviving mutations
+
+def test_tab_passes_its_score_and_nms_thresholds_to_the_detector(monkeypatch):
+    from PIL import Image
+
+    from demos import detect as tab
+    seen = []
+    monkeypatch.setattr(tab, "load_model", lambda name: "model")
+    monkeypatch.setattr(tab, "detect_photo", lambda model, image, score, nms:
+                        (seen.append((score, nms)), [("dog", 0.9, [1.0, 1.0, 20.0, 20.0])])[1])
+    tab.detect_objects(Image.new("RGB", (40, 30)), 0.65, 0.35)
+    tab.detect_live(Image.new("RGB", (40, 30)), 0.15, 0.8)
+    assert seen == [(0.65, 0.35), (0.15, 0.8)]
+
+
+def test_a_cell_two_boxes_share_learns_the_smaller_box():
+    model = tiny()  # level limits 16 / 32 px: both boxes (24 and 20 px) go to the stride-16 level
+    big, small = [20.0, 20.0, 44.0, 44.0], [26.0, 26.0, 46.0, 46.0]
+    idx = model.assign(torch.tensor([big, small]), SIZE)
+    assert (idx >= 0).sum() == 4 and set(idx[idx >= 0].tolist()) == {1}  # the four shared cells: the smaller box
+
+
+def test_objectness_and_class_targets_are_the_assigned_cells_and_their_labels():
+    model = tiny()
+    boxes, labels = torch.tensor([[2.0, 30.0, 14.0, 44.0], [20.0, 4.0, 62.0, 60.0]]), torch.tensor([7, 11])
+    targets = [{"boxes": boxes, "labels": labels}]
+    idx = model.assign(boxes, SIZE)
+    assert set(idx[idx >= 0].tolist()) == {0, 1}
+    raw = torch.full((1, len(idx), 25), -20.0)
+    raw[0, idx >= 0, 4] = 20.0  # objectness: sure exactly at the assigned cells
+    raw[0, idx >= 0, 5 + labels[idx[idx >= 0]]] = 20.0  # each assigned cell: its box's class
+    right = model.loss(raw, targets, SIZE)
+    assert right["obj"] < 1e-3 and right["cls"] < 1e-3
+    raw[0, :, 4] = -20.0  # objectness nowhere: every positive cell costs ~20 nats (per positive)
+    assert model.loss(raw, targets, SIZE)["obj"] == pytest.approx(20.0, rel=1e-3)
+
+
+def test_all_point_ap_uses_the_interpolated_precision_envelope():
+    """FP, TP, TP on two positives: precision 0, 1/2, 2/3 at recall 0, 1/2, 1. The devkit's envelope makes it
+    2/3 everywhere up to recall 1 (AP 2/3); the raw curve would give 1/2 * 1/2 + 1/2 * 2/3."""
+    gts = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]]), "labels": torch.tensor([0, 0])}]
+    preds = [{"boxes": torch.tensor([[50.0, 50.0, 60.0, 60.0], [0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]]),
+              "scores": torch.tensor([0.9, 0.8, 0.7]), "labels": torch.tensor([0, 0, 0])}]
+    voc = train_detect.voc_eval(preds, gts, 1)
+    assert voc["ap"][0] == pytest.approx(2 / 3) and voc["ap07"][0] == pytest.approx(2 / 3)

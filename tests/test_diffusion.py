@@ -3,8 +3,8 @@ pieces, and the tab's functions (without a browser)."""
 import math
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
-
 import pytest
 import torch
 
@@ -431,3 +431,21 @@ def test_diffusion_tab_samples_the_chosen_class_with_its_settings(tab, monkeypat
     list(tab.generate(class_name="sneaker", sampler="DDIM", steps=5, eta=0.5, guidance=2.0, n_images=2))
     labels, guidance, eta = seen[0]
     assert labels.tolist() == [7, 7] and (guidance, eta) == (2.0, 0.5)
+
+
+# --------------------------------------------------------------------------- found a surviving mutation
+
+def test_diffusion_work_limit_counts_one_pass_without_effective_guidance(monkeypatch):
+    """Guidance 0 or 1, or no class, runs the U-Net once per image and step (guided_eps): only a guided class
+    costs two passes."""
+    from demos import diffusion as dtab
+    from models.diffusion import UNet, UNetConfig
+    from test_diffusion import TINY
+    net = UNet(UNetConfig(**{**TINY, "num_classes": 10})).eval()
+    monkeypatch.setattr(dtab, "load_model", lambda name: net)
+    monkeypatch.setattr(dtab, "MAX_WORK", 200)  # 50 steps x 4 images: one pass fits, two do not
+    kw = dict(dataset="Fashion-MNIST", sampler="DDIM", steps=50, n_images=4)
+    with pytest.raises(gr.Error, match="with guidance"):
+        next(dtab.generate(class_name="sneaker", guidance=3.0, **kw))
+    for class_name, guidance in (("sneaker", 1.0), ("sneaker", 0.0), (dtab.UNCONDITIONAL, 3.0)):
+        next(dtab.generate(class_name=class_name, guidance=guidance, **kw))  # the checks run before the first yield

@@ -342,3 +342,51 @@ def test_shipped_weights_load_with_measured_cards(name):
         assert metrics["neg_elbo_nats"] > 0 and model.sample(3).shape == (3, 1, 28, 28)
     if name == "beta-vae-fashion":
         assert model.config.latent_dim == 2 and model.config.beta > 1
+
+
+# --------------------------------------------------------------------------- found surviving mutations
+
+@torch.no_grad()
+def test_importance_weighted_estimate_is_exact_when_the_decoder_ignores_z():
+    """Decoder independent of z: log p(x) = log p(x|.) exactly, and log mean_k p(z_k)/q(z_k|x) -> 0 for any q.
+    With q = N(0, 0.8 I) != prior, a missing 1/K or a missing log-variance in log q shows up as log K or
+    -D/2 log 0.8."""
+    model = small_vae(latent_dim=4)
+    model.decoder[0].weight.zero_()
+    model.encoder[-1].weight.zero_()
+    model.encoder[-1].bias.copy_(torch.tensor([0.0] * 4 + [math.log(0.8)] * 4))
+    x = (torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0)) > 0.7).float()
+    exact = -bernoulli_nll(model.decode_logits(torch.zeros(3, 4)), x)
+    iw = model.log_likelihood(x, samples=3000, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(iw, exact, atol=0.05)
+
+
+def test_two_image_interpolation_runs_from_image_a_to_image_b(small_models, monkeypatch):  # noqa: F811
+    shown = []
+    monkeypatch.setattr(tab, "tile", lambda images, n, **k: (shown.append(images), Image.new("L", (1, 1)))[1])
+    a, b = sketch_value(), sketch_value((120, 20, 150, 260))
+    tab.interpolate("Two images", "VAE", 0, 1, 5, image_a=a, image_b=b)
+    vae = small_models["vae-fashion"]
+    with torch.no_grad():
+        first, last = (vae.decode(vae.encode(tab.prepare(v))[0])[0] for v in (a, b))
+    assert torch.allclose(shown[0][0], first, atol=1e-5) and torch.allclose(shown[0][-1], last, atol=1e-5)
+
+
+def test_dcgan_seed_interpolation_blends_class_a_into_class_b(small_models, monkeypatch):  # noqa: F811
+    gen = small_models["gan-fashion"].generator
+    embeddings, real = [], gen.generate
+    monkeypatch.setattr(gen, "generate", lambda z, e=None: (embeddings.append(e), real(z, e))[1])
+    tab.interpolate("Two seeds", "DCGAN", 0, 1, 4, "sneaker", "bag")
+    e = embeddings[0]
+    with torch.no_grad():
+        sneaker, bag = gen.embed(torch.tensor([tab.CLASSES.index("sneaker"), tab.CLASSES.index("bag")]))
+    assert torch.allclose(e[0], sneaker) and torch.allclose(e[-1], bag)
+    assert torch.allclose(e[1], sneaker + (bag - sneaker) / 3, atol=1e-6)
+
+
+def test_an_uploaded_image_is_reconstructed_instead_of_the_drawing(small_models):  # noqa: F811
+    photo = Image.new("RGB", (120, 80), "white")
+    ImageDraw.Draw(photo).ellipse([10, 10, 110, 70], fill="black")
+    seen_upload = np.asarray(tab.reconstruct(sketch_value(), photo, "VAE")[0])
+    assert np.array_equal(seen_upload, np.asarray(tab.to_pil(tab.prepare(photo)[0])))
+    assert not np.array_equal(seen_upload, np.asarray(tab.reconstruct(sketch_value(), None, "VAE")[0]))

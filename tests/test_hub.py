@@ -178,3 +178,22 @@ def test_push_errors_are_one_line_and_come_before_training(tmp_path, tiny_folder
         proc = run(*args)
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- found a surviving mutation
+
+def test_switching_to_the_hub_drops_models_loaded_from_local_folders(registry, tmp_path, monkeypatch):
+    import huggingface_hub
+    torch.manual_seed(0)
+    registry.save(TinyNet(TinyConfig()), registry.WEIGHTS_DIR / "tiny")
+    local = registry.load("tiny")
+    torch.manual_seed(1)
+    registry.save(TinyNet(TinyConfig()), tmp_path / "hub-snapshot")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: str(tmp_path / "hub-snapshot"))
+    registry.set_hub_org("someorg")
+    try:
+        remote = registry.load("tiny")
+        assert registry.resolve("tiny") == tmp_path / "hub-snapshot"
+        assert remote is not local and not torch.equal(remote.net[0].weight, local.net[0].weight)
+    finally:
+        registry.set_hub_org(None)

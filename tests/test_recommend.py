@@ -382,3 +382,45 @@ def test_tab_ratings_rows_and_flags_from_api_callers(tab) -> None:
     # a movie id names the row too; a row for a movie no longer picked (the table lags a pick) is ignored
     assert tab._ratings_from([star_wars], [[star_wars, 1], ["Toy Story (1995)", 2]]) == {star_wars: 1.0}
     assert tab._ratings_from([star_wars], [["Star Wars (1977)", 2]]) == {star_wars: 2.0}
+
+
+# --------------------------------------------------------------------------- found surviving mutations
+
+def test_map_and_recall_divide_by_every_held_out_item_not_k():
+    """More relevant items than k: the benchmark's map_at_k and recall divide by |relevant| (4), not min(4, k)."""
+    m = user_metrics([1, 2], {1, 2, 3, 4}, k=2)
+    assert m["map"] == pytest.approx((1 / 1 + 2 / 2) / 4)
+    assert m["recall"] == pytest.approx(2 / 4)
+    assert m["precision"] == 1.0 and m["ndcg"] == pytest.approx(1.0)
+
+
+def test_evaluation_top_k_never_returns_a_training_item():
+    from training.recommend import top_k
+    scores = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    exclude = torch.tensor([[True, False, True, False, False], [False, False, False, False, True]])
+    assert top_k(scores, exclude, k=2) == [[1, 3], [3, 2]]
+
+
+def test_a_rating_of_4_is_liked_and_reasons_name_the_closest_liked_movie(rec):
+    rec.set_ratings("dee", {1: 5, 2: 4, 3: 1})
+    assert rec.liked("dee").tolist() == [0, 1]  # LIKED = 4.0: a 4 is liked, a 1 is not
+    got = rec.get_recommendations("dee", 20, True, "bpr")
+    sim = rec.models["bpr"].item_similarity(torch.tensor([r["movie_id"] - 1 for r in got]), torch.tensor([0, 1]))
+    assert [r["because"] for r in got] == [f"Movie {int(j) + 1} (1990)" for j in sim.argmax(1)]
+    assert len({r["because"] for r in got}) == 2  # both liked movies explain something here
+
+
+def test_visitor_mf_scores_are_folded_in_from_the_ratings_given(rec):
+    mf = rec.models["mf"]
+    rec.set_ratings("lo", {1: 1, 2: 1, 3: 1})
+    rec.set_ratings("hi", {1: 5, 2: 5, 3: 5})
+    bias, vec = mf.fold_in(torch.tensor([0, 1, 2]), torch.tensor([5.0, 5.0, 5.0]))
+    assert torch.allclose(rec.scores("hi", "mf"), mf.scores_for(vec[None], bias[None])[0], atol=1e-5)
+    assert rec.scores("hi", "mf").mean() > rec.scores("lo", "mf").mean() + 1  # a 5-star fan, a 1-star critic
+
+
+def test_tab_known_user_unfiltered_lists_what_they_rated(tab):  # noqa: F811
+    seen = {h[0] for h in tab.user_history(1, n=1000)[1]}
+    unfiltered = tab.recommend_user(1, "bpr", 50, False)
+    assert seen & {r[1] for r in unfiltered}  # "Hide movies the user has rated" off: they may come back
+    assert unfiltered == tab._rows(tab.service().get_recommendations(1, 50, False, "bpr"))
