@@ -95,6 +95,14 @@ def caption(image: Any, beam_size: float = 3, length_penalty: float = 0.0, no_re
     return text, beams, gr.update(choices=choices, value=choices[0]), views[0], gallery
 
 
+def on_change(image: Any, beam_size: float = 3, length_penalty: float = 0.0, no_repeat_ngram: float = 0
+              ) -> tuple[Any, ...]:
+    """A changed setting re-captions the photo shown; no photo (removed, or none yet) clears the outputs."""
+    if image is None:
+        return "", [], gr.update(choices=[], value=None), None, []
+    return caption(image, beam_size, length_penalty, no_repeat_ngram)
+
+
 def pick(gallery: list[Any] | None, choice: str | None) -> Any:
     """The stored heat map of the chosen word (no recomputation): the gallery holds one per word."""
     if not gallery or not choice:
@@ -148,5 +156,11 @@ def build() -> None:
         image_examples(examples, image, "Examples", caption, inputs, outputs, api_name="caption_example", **queue)
     run.click(caption, inputs, outputs, api_name="caption", **queue)
     image.upload(caption, inputs, outputs, api_name="caption_upload", **queue)
+    # as on the Detection tab: the results always match the photo and settings shown
+    # .change, not .clear: Gradio sends .clear the photo being removed, so on_change would caption it again
+    image.change(lambda im: on_change(None) if im is None else [gr.skip()] * len(outputs), image, outputs,
+                 api_name="caption_clear", show_progress="hidden", **queue)
+    for setting, name in ((beam, "beam"), (alpha, "length_penalty"), (ngram, "no_repeat_ngram")):
+        setting.release(on_change, inputs, outputs, api_name=f"caption_{name}", **queue)
     # the maps are already in the gallery (API clients get them all from /caption): picking is a lookup
     word.change(pick, [gallery, word], heat, api_name="caption_pick_word", queue=False)

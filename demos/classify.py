@@ -82,6 +82,13 @@ def predict_one(name: str, x: torch.Tensor, small: Image.Image) -> tuple[dict[st
     return labels, heat_overlay(small, cam)
 
 
+def on_change(image: Any, choice: str = COMPARE, frame: bool = True) -> list[Any]:
+    """A changed setting re-classifies the photo shown; no photo (removed, or none yet) clears the outputs."""
+    if image is None:
+        return [None] * (1 + 2 * len(MODELS)) + [""]
+    return classify(image, choice, frame)
+
+
 def classify(image: Any, choice: str = COMPARE, frame: bool = True) -> list[Any]:
     """[preview, label, heat map] x 3 models, and a notes string. One model: only its column is filled
     (its missing weights are an error); "Compare all": every model that has weights, the others noted.
@@ -156,3 +163,9 @@ def build() -> None:
                        classify, inputs, outputs, api_name="classify_example", **queue)
     run.click(classify, inputs, outputs, api_name="classify", **queue)
     image.upload(classify, inputs, outputs, api_name="classify_upload", **queue)
+    # as on the Detection tab: the results always match the photo and settings shown
+    # .change, not .clear: Gradio sends .clear the photo being removed, so on_change would classify it again
+    image.change(lambda im: on_change(None) if im is None else [gr.skip()] * len(outputs), image, outputs,
+                 api_name="classify_clear", show_progress="hidden", **queue)
+    choice.input(on_change, inputs, outputs, api_name="classify_model", **queue)
+    framing.input(on_change, inputs, outputs, api_name="classify_framing", **queue)

@@ -299,6 +299,10 @@ def test_tab_beam_sizes_and_bad_input(tmp_path):
         m.setattr(model, "beam", lambda feats, *settings: (calls.append(settings), real(feats, *settings))[1])
         assert len(tab.caption(example, beam_size=5, length_penalty=0.7, no_repeat_ngram=2)[1]) <= 5
     assert calls == [(5, 0.7, 2)]
+    # a changed setting re-captions the photo shown; a removed photo clears every output
+    assert tab.on_change(example, 2)[:2] == tab.caption(example, 2)[:2]
+    text, beams, word, heat, gallery = tab.on_change(None, 2)
+    assert (text, beams, heat, gallery) == ("", [], None, []) and word["choices"] == []
     with pytest.raises(gr.Error, match="Beam size"):
         tab.caption(example, beam_size=0)
     with pytest.raises(gr.Error, match="must be numbers"):  # int(inf) raises OverflowError, not ValueError

@@ -567,6 +567,10 @@ def test_tab_compare_all_skips_missing_models(random_zoo):
 
 def test_tab_single_model(random_zoo):
     out = tab.classify(tab.example_paths()[1], "Compact net")
+    # a changed setting re-classifies the photo shown; a removed photo clears every output
+    changed = tab.on_change(tab.example_paths()[1], "Compact net")
+    assert changed[1] == out[1] and changed[3] is None and changed[-1] == out[-1]
+    assert tab.on_change(None, "ViT") == [None] * 7 + [""]
     # the top 5 of the softmax of the test-time-augmented logits, unscaled
     model = weights.load("compact-cifar10")
     with torch.no_grad():
