@@ -97,7 +97,8 @@ def _labels(dataset: str, class_name: str, n: int, num_classes: int) -> torch.Te
         return torch.arange(n) % num_classes
     if class_name not in names:
         # reprlib: an API caller's megabyte string is not echoed back whole
-        raise gr.Error(f"Unknown class {reprlib.repr(class_name)} for {dataset}: choose one of {', '.join(names)}.")
+        raise gr.Error(f"Unknown class {reprlib.repr(class_name)} for {dataset}: choose one of {', '.join(names)}, "
+                       f"{ALL_CLASSES!r} or {UNCONDITIONAL!r}.")
     return torch.full((n,), names.index(class_name), dtype=torch.long)
 
 

@@ -115,7 +115,7 @@ def surprisal(text: str, model_choice: str = "GPT") -> tuple[list[tuple[str, flo
     nats = float(-log_probs.mean())
     worst = sorted(zip(bits, range(1, len(text))), reverse=True)[:3]
     worst_text = ", ".join(f"{text[i]!r} at {i} ({b:.1f} bits)" for b, i in worst)
-    summary = (f"**Perplexity {math.exp(nats):.2f}** ({nats:.3f} nats, {nats / math.log(2):.2f} bits per "
+    summary = (f"**Perplexity {math.exp(nats):.2f}** under the {model_choice} ({nats:.3f} nats, {nats / math.log(2):.2f} bits per "
                f"character over {len(bits):,} characters). Most surprising: {worst_text}.")
     return highlighted, summary
 

@@ -189,7 +189,7 @@ def test_surprisal_matches_model_log_probs(tiny_models):
     assert all(0.0 <= s <= 1.0 for _, s in highlighted)
     gpt = tiny_models["gpt-shakespeare"]
     nats = -gpt.log_probs(gpt.tokenizer.encode(text)).mean()
-    assert f"Perplexity {math.exp(nats):.2f}" in summary
+    assert f"Perplexity {math.exp(nats):.2f}** under the GPT" in summary
     bits = -gpt.log_probs(gpt.tokenizer.encode(text)) / math.log(2)
     assert [s for _, s in highlighted[1:]] == pytest.approx([min(b / 8, 1) for b in bits.tolist()])  # 8 bits: full
     with pytest.raises(gr.Error):
