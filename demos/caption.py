@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from demos.common import ImageInput, SliderInput, image_buttons, image_examples, load_model, to_rgb, weights_status
+from demos.common import (ImageInput, SliderInput, image_buttons, image_examples, load_model, photo_required,
+                          to_rgb, weights_status)
 
 TITLE = "Captioning"
 NAME = "captioner-flickr8k"
@@ -154,7 +155,7 @@ def build() -> None:
     examples = example_paths()
     if examples:
         image_examples(examples, image, "Examples", caption, inputs, outputs, api_name="caption_example", **queue)
-    run.click(caption, inputs, outputs, api_name="caption", **queue)
+    run.click(caption, inputs, outputs, api_name="caption", validator=photo_required, **queue)
     image.upload(caption, inputs, outputs, api_name="caption_upload", **queue)
     # as on the Detection tab: the results always match the photo and settings shown
     # .change, not .clear: Gradio sends .clear the photo being removed, so on_change would caption it again

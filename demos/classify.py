@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 import weights
-from demos.common import ImageInput, image_buttons, image_examples, load_model, to_rgb, weights_status
+from demos.common import (ImageInput, image_buttons, image_examples, load_model, photo_required, to_rgb,
+                          weights_status)
 from models.classify import explain, tta_logits
 from training.classify import fit_input, frame_subject
 
@@ -161,7 +162,7 @@ def build() -> None:
     if examples:
         image_examples(examples, image, "Examples (drawn by this project, and a CC0 photo from scikit-image)",
                        classify, inputs, outputs, api_name="classify_example", **queue)
-    run.click(classify, inputs, outputs, api_name="classify", **queue)
+    run.click(classify, inputs, outputs, api_name="classify", validator=photo_required, **queue)
     image.upload(classify, inputs, outputs, api_name="classify_upload", **queue)
     # as on the Detection tab: the results always match the photo and settings shown
     # .change, not .clear: Gradio sends .clear the photo being removed, so on_change would classify it again

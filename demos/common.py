@@ -141,6 +141,13 @@ class SketchpadInput(gr.Sketchpad):
         return _clear_upload_errors(super().preprocess, payload, files)
 
 
+def photo_required(image: Any, *settings: Any) -> list[Any]:
+    """``validator`` of a photo tab's button: without a photo the message shows at the photo box, and the outputs
+    keep their contents (a ``gr.Error`` from the function itself puts an "Error" badge on every output)."""
+    return [gr.validate(image is not None, "Please upload a photo first, or pick an example."),
+            *(gr.validate(True, "") for _ in settings)]  # one result per input, or Gradio fails the event
+
+
 def image_examples(paths: list[str], image: gr.Image, label: str, fn: Callable[..., Any], inputs: list[Any],
                    outputs: list[Any], **event: Any) -> gr.Examples:
     """Example images for ``image`` alone, so a click keeps the tab's other settings as the user set them, and

@@ -10,7 +10,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
-from demos.common import ImageInput, SliderInput, image_buttons, load_model, to_rgb, weights_status
+from demos.common import ImageInput, SliderInput, image_buttons, load_model, photo_required, to_rgb, weights_status
 from models.detect import VOC_CLASSES, detect_photo
 
 TITLE = "Detection"
@@ -171,7 +171,7 @@ def build() -> None:
                                 buttons=image_buttons())
                 live_status = gr.Markdown()
     common = {"concurrency_limit": 2, "concurrency_id": "detect"}
-    run.click(detect_objects, inputs, outputs, api_name="detect", **common)
+    run.click(detect_objects, inputs, outputs, api_name="detect", validator=photo_required, **common)
     image.change(on_image, inputs, outputs, api_name="detect_image", **common)  # upload, example, clear
     # a changed setting redetects the photo shown, if any (on_image: no photo yet is no error)
     score.release(on_image, inputs, outputs, api_name="detect_score", **common)

@@ -170,3 +170,14 @@ def test_custom_components_send_the_frontend_every_setting_of_their_base():
                          (SketchpadInput, gr.Sketchpad)):
         assert set(base().get_config()) <= set(custom().get_config()), custom.__name__
 
+
+def test_photo_buttons_validate_the_photo_first():
+    # one result per input (Gradio fails the whole event otherwise); only a missing photo is refused
+    from demos.common import photo_required
+    missing = photo_required(None, 0.3, 0.5, [])
+    assert len(missing) == 4 and not missing[0]["is_valid"] and "upload a photo" in missing[0]["message"]
+    assert all(v["is_valid"] for v in missing[1:] + photo_required("cat.png", 0.3, 0.5, []))
+    blocks = app.build_app()
+    validated = {fn.api_name for fn in blocks.fns.values() if fn.validator is photo_required}
+    assert validated == {"classify", "caption", "detect"}
+
