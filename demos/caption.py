@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from demos.common import (ImageInput, SliderInput, clear_when_removed, image_buttons, image_examples, load_model,
-                          photo_required, to_rgb, weights_status)
+from demos.common import (ImageInput, SliderInput, image_buttons, image_examples, load_model, photo_required,
+                          to_rgb, weights_status)
 
 TITLE = "Captioning"
 NAME = "captioner-flickr8k"
@@ -158,7 +158,9 @@ def build() -> None:
     run.click(caption, inputs, outputs, api_name="caption", validator=photo_required, **queue)
     image.upload(caption, inputs, outputs, api_name="caption_upload", **queue)
     # as on the Detection tab: the results always match the photo and settings shown
-    clear_when_removed(image, outputs, lambda: on_change(None), "caption_clear", **queue)
+    # .change, not .clear: Gradio sends .clear the photo being removed, so on_change would caption it again
+    image.change(lambda im: on_change(None) if im is None else [gr.skip()] * len(outputs), image, outputs,
+                 api_name="caption_clear", show_progress="hidden", **queue)
     for setting, name in ((beam, "beam"), (alpha, "length_penalty"), (ngram, "no_repeat_ngram")):
         setting.release(on_change, inputs, outputs, api_name=f"caption_{name}", **queue)
     # the maps are already in the gallery (API clients get them all from /caption): picking is a lookup

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 import weights
-from demos.common import (ImageInput, clear_when_removed, image_buttons, image_examples, load_model,
-                          photo_required, to_rgb, weights_status)
+from demos.common import (ImageInput, image_buttons, image_examples, load_model, photo_required, to_rgb,
+                          weights_status)
 from models.classify import explain, tta_logits
 from training.classify import fit_input, frame_subject
 
@@ -165,6 +165,8 @@ def build() -> None:
     run.click(classify, inputs, outputs, api_name="classify", validator=photo_required, **queue)
     image.upload(classify, inputs, outputs, api_name="classify_upload", **queue)
     # as on the Detection tab: the results always match the photo and settings shown
-    clear_when_removed(image, outputs, lambda: on_change(None), "classify_clear", **queue)
+    # .change, not .clear: Gradio sends .clear the photo being removed, so on_change would classify it again
+    image.change(lambda im: on_change(None) if im is None else [gr.skip()] * len(outputs), image, outputs,
+                 api_name="classify_clear", show_progress="hidden", **queue)
     choice.input(on_change, inputs, outputs, api_name="classify_model", **queue)
     framing.input(on_change, inputs, outputs, api_name="classify_framing", **queue)

@@ -148,14 +148,6 @@ def photo_required(image: Any, *settings: Any) -> list[Any]:
             *(gr.validate(True, "") for _ in settings)]  # one result per input, or Gradio fails the event
 
 
-def clear_when_removed(image: gr.Image, outputs: list[Any], cleared: Callable[[], Any], api_name: str,
-                       **queue: Any) -> None:
-    """Removing the photo puts ``cleared()`` in the outputs. On ``.change``, not ``.clear``: Gradio sends ``.clear``
-    the photo being removed, so the tab would process it again."""
-    image.change(lambda im: cleared() if im is None else [gr.skip()] * len(outputs), image, outputs,
-                 api_name=api_name, show_progress="hidden", **queue)
-
-
 def image_examples(paths: list[str], image: gr.Image, label: str, fn: Callable[..., Any], inputs: list[Any],
                    outputs: list[Any], **event: Any) -> gr.Examples:
     """Example images for ``image`` alone, so a click keeps the tab's other settings as the user set them, and
