@@ -132,6 +132,7 @@ def build() -> None:
         with gr.Column(scale=1):
             image = ImageInput(type="filepath", label="Image", image_mode=None,
                                sources=["upload", "webcam", "clipboard"], buttons=image_buttons())
+            examples = image_examples(example_paths(), image, "Examples")
             beam = SliderInput(1, MAX_BEAM, value=3, step=1, label="Beam size (1 = greedy)")
             with gr.Accordion("Decoding options", open=False):
                 alpha = SliderInput(0, 3, value=0.0, step=0.1,
@@ -152,9 +153,8 @@ def build() -> None:
                                  type="filepath", buttons=image_buttons("download_all"))
     inputs, outputs = [image, beam, alpha, ngram], [best, beams, word, heat, gallery]
     queue = {"concurrency_limit": 2, "concurrency_id": "caption"}
-    examples = example_paths()
     if examples:
-        image_examples(examples, image, "Examples", caption, inputs, outputs, api_name="caption_example", **queue)
+        examples.load_input_event.then(caption, inputs, outputs, api_name="caption_example", **queue)
     run.click(caption, inputs, outputs, api_name="caption", validator=photo_required, **queue)
     image.upload(caption, inputs, outputs, api_name="caption_upload", **queue)
     # as on the Detection tab: the results always match the photo and settings shown

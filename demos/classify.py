@@ -139,6 +139,8 @@ def build() -> None:
         with gr.Column(scale=1):
             image = ImageInput(type="filepath", label="Image", image_mode=None,
                                sources=["upload", "webcam", "clipboard"], buttons=image_buttons())
+            examples = image_examples(example_paths(), image,
+                                      "Examples (drawn by this project, and a CC0 photo from scikit-image)")
             choice = gr.Radio([COMPARE, *MODELS], value=COMPARE, label="Model")
             framing = gr.Checkbox(value=True, label="Frame the subject first (the Detection tab's model finds it)")
             run = gr.Button("Classify", variant="primary")
@@ -158,10 +160,8 @@ def build() -> None:
     # One queue group for all three events: at most 2 classifications at once (3 models each), so a burst of
     # uploads neither starves the other tabs' groups nor oversubscribes the CPU.
     queue = {"concurrency_limit": 2, "concurrency_id": "classify"}
-    examples = example_paths()
     if examples:
-        image_examples(examples, image, "Examples (drawn by this project, and a CC0 photo from scikit-image)",
-                       classify, inputs, outputs, api_name="classify_example", **queue)
+        examples.load_input_event.then(classify, inputs, outputs, api_name="classify_example", **queue)
     run.click(classify, inputs, outputs, api_name="classify", validator=photo_required, **queue)
     image.upload(classify, inputs, outputs, api_name="classify_upload", **queue)
     # as on the Detection tab: the results always match the photo and settings shown

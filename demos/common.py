@@ -148,13 +148,11 @@ def photo_required(image: Any, *settings: Any) -> list[Any]:
             *(gr.validate(True, "") for _ in settings)]  # one result per input, or Gradio fails the event
 
 
-def image_examples(paths: list[str], image: gr.Image, label: str, fn: Callable[..., Any], inputs: list[Any],
-                   outputs: list[Any], **event: Any) -> gr.Examples:
-    """Example images for ``image`` alone, so a click keeps the tab's other settings as the user set them, and
-    runs ``fn(*inputs)`` at once, as an upload does (``event``: the ``.then`` options, e.g. ``api_name``)."""
-    examples = gr.Examples([[p] for p in paths], [image], label=label)
-    examples.load_input_event.then(fn, inputs, outputs, **event)
-    return examples
+def image_examples(paths: list[str], image: gr.Image, label: str) -> gr.Examples | None:
+    """Example images for ``image`` alone, so a click keeps the tab's other settings as the user set them (None
+    when there are none). Made right under the photo box, so that on a phone they come before the results; the
+    tab runs its model on ``examples.load_input_event``, as an upload does."""
+    return gr.Examples([[p] for p in paths], [image], label=label) if paths else None
 
 
 def _to_uint8(image: Image.Image, chunk: int = 1 << 20) -> Any:

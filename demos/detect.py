@@ -10,7 +10,8 @@ from typing import Any
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
-from demos.common import ImageInput, SliderInput, image_buttons, load_model, photo_required, to_rgb, weights_status
+from demos.common import (ImageInput, SliderInput, image_buttons, image_examples, load_model, photo_required, to_rgb,
+                          weights_status)
 from models.detect import VOC_CLASSES, detect_photo
 
 TITLE = "Detection"
@@ -140,6 +141,8 @@ def build() -> None:
         with gr.Column(scale=1):
             image = ImageInput(type="pil", label="Photo", image_mode=None,
                                sources=["upload", "webcam", "clipboard"], buttons=image_buttons())
+            # an example only fills the photo; its change event below runs the detector with the current settings
+            image_examples(example_paths(), image, "Examples (scikit-image sample photos)")
             # re-detection runs on release (pointer up, or leaving the number box), not on each keystroke:
             # typing 0.05 passes through 0, which is out of range
             score = SliderInput(0.05, 0.95, value=0.3, step=0.05, label="Score threshold",
@@ -149,15 +152,12 @@ def build() -> None:
             classes = gr.Dropdown(VOC_CLASSES, value=[], multiselect=True, label="Classes (empty: all)")
             run = gr.Button("Detect", variant="primary")
         with gr.Column(scale=2):
-            annotated = gr.Image(label="Detections", interactive=False, type="pil", buttons=image_buttons())
+            annotated = gr.Image(label="Detections", interactive=False, type="pil", elem_id="detect-annotated",
+                                 buttons=image_buttons())
             summary = gr.Markdown()
             table = gr.Dataframe(headers=COUNT_HEADERS, datatype=["str", "number", "number"],
                                  label="Objects per class", interactive=False)
     inputs, outputs = [image, score, nms_iou, classes], [annotated, table, summary]
-    examples = example_paths()
-    if examples:
-        # An example only fills the photo; its change event below runs the detector with the current settings
-        gr.Examples([[p] for p in examples], [image], label="Examples (scikit-image sample photos)")
     with gr.Accordion("Live webcam", open=False):
         gr.Markdown(f"Start the camera (allow the browser to use it): every {LIVE_EVERY:g} s a frame is detected "
                     f"with the settings above, for up to {LIVE_LIMIT // 60} minutes at a time; start it again to "

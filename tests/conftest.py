@@ -70,9 +70,9 @@ def browser():
 
 
 def _open_app(browser, app_url: str, **context_options):
-    """A new page of ``browser`` (in a context of its own) with the app loaded, wide enough that every tab
-    button is visible."""
-    pg = browser.new_context(viewport={"width": 1400, "height": 1000}, **context_options).new_page()
+    """A new page of ``browser`` (in a context of its own) with the app loaded, 1400x1000 unless
+    ``context_options`` say otherwise."""
+    pg = browser.new_context(**{"viewport": {"width": 1400, "height": 1000}, **context_options}).new_page()
     pg.set_default_timeout(60_000)
     _track_requests(pg)
     pg.goto(app_url, wait_until="load")

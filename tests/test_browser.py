@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 
 import demos
-from conftest import save_screenshot, settle
+from conftest import _open_app, _open_tab, save_screenshot, settle
 
 
 def test_every_tab_renders_and_is_screenshotted(page, open_tab):
@@ -36,3 +36,27 @@ def test_about_tab_shows_every_model(page, open_tab):
     panel.get_by_role("button", name="Refresh").click()  # the button's event answers without an error
     settle(page)
     assert not page.locator(".toast-body.error").count()
+
+
+def test_phone_shows_every_tab_and_examples_before_results(browser, app_url):
+    """On a 390x844 phone screen every tab's name is on the page (wrapped onto rows, not hidden behind a
+    "More tabs" menu), and a photo tab's examples come right under the photo box, above the results."""
+    page = _open_app(browser, app_url, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        for name in demos.TABS:
+            button = page.locator(f'button[role=tab][data-tab-id="{name}"]')
+            assert button.is_visible(), f"the {name!r} tab is not on a phone's screen"
+            box = button.bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (name, box)
+        assert not page.locator('button[aria-label="More tabs"]').is_visible()
+        for name, result in (("classify", "#classify-heat-compact-cifar10"), ("caption", "#caption-heat"),
+                             ("detect", "#detect-annotated")):
+            panel = _open_tab(page, name)
+            photo = panel.locator("[data-testid=block-label]", has_text="Image" if name != "detect" else "Photo")
+            examples = panel.locator(".gallery-item").first
+            output = panel.locator(result)  # one of the results
+            ys = [loc.bounding_box()["y"] for loc in (photo.first, examples, output)]
+            assert ys == sorted(ys), f"{name}: photo, examples and results at y = {ys}"
+            save_screenshot(page, f"phone-{name}")
+    finally:
+        page.context.close()
