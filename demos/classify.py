@@ -52,7 +52,8 @@ def frame_photo(rgb: Image.Image) -> tuple[Image.Image, str]:
     crop, found = frame_subject(rgb, detector)
     if found is None:
         return rgb, "The detector found no animal or vehicle to frame: the whole photo is classified."
-    return crop, f"Framed on the detector's *{found[0]}* (score {found[1]:.2f}), {crop.width}x{crop.height} px."
+    share = f"{100 * crop.width / rgb.width:.0f}% x {100 * crop.height / rgb.height:.0f}%"
+    return crop, f"Framed on the detector's *{found[0]}* (score {found[1]:.2f}): {share} of the photo."
 
 
 def heat_overlay(small: Image.Image, cam: torch.Tensor, alpha: float = 0.5) -> Image.Image:

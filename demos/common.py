@@ -16,6 +16,10 @@ import weights
 # warns up to twice this and raises above it, so ``check_pixels`` enforces the limit itself.
 MAX_IMAGE_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+# A JPEG opened from a file is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's own, a few times faster than the
+# full decode) while its longer side stays at least this: above the 800 px the Detection tab shows, and far above
+# what any model here sees (32 to 288 px). A 12 MP phone photo decodes at 1008x756.
+DECODE_SIDE = 960
 
 
 # Gradio's share button on images works only on Hugging Face Spaces (elsewhere it says "Must be on Spaces to
@@ -178,7 +182,8 @@ def _to_uint8(image: Image.Image, chunk: int = 1 << 20) -> Any:
 
 
 def to_rgb(image: Any) -> Image.Image:
-    """Any PIL image (RGBA, LA, P, CMYK, I;16, F, animated, EXIF-rotated) as an RGB image."""
+    """Any PIL image or image file (RGBA, LA, P, CMYK, I;16, F, animated, EXIF-rotated) as an RGB image; a JPEG
+    file at the smallest of its 1/2, 1/4, 1/8 scales whose longer side is still ``DECODE_SIDE`` or more."""
     if image is None:
         raise gr.Error("Please provide an image.")
     if not isinstance(image, Image.Image):
@@ -191,6 +196,9 @@ def to_rgb(image: Any) -> Image.Image:
                            title="Unreadable image") from None
     check_pixels(*image.size)
     try:
+        if image.format == "JPEG":  # (a no-op once it is decoded)
+            k = DECODE_SIDE / max(image.size)
+            image.draft(image.mode, (math.ceil(image.width * k), math.ceil(image.height * k)))  # at least that
         image.seek(0)  # first frame of an animation
         image = ImageOps.exif_transpose(image)
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):

@@ -139,7 +139,7 @@ def build() -> None:
                 "Or point a webcam at the world: take a snapshot with the Photo box, or open Live webcam below.")
     with gr.Row():
         with gr.Column(scale=1):
-            image = ImageInput(type="pil", label="Photo", image_mode=None,
+            image = ImageInput(type="filepath", label="Photo", image_mode=None,
                                sources=["upload", "webcam", "clipboard"], buttons=image_buttons())
             # an example only fills the photo; its change event below runs the detector with the current settings
             image_examples(example_paths(), image, "Examples (scikit-image sample photos)")

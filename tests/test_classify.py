@@ -697,6 +697,7 @@ def test_framing_finds_a_small_subject_that_the_whole_photo_hides(tmp_path):
     assert torch.equal(images[0], (tab.prepare(crop)[1][0] * 255).round().to(torch.uint8))
     assert note.startswith("Framed on the detector's *cat*")
     assert 240 <= crop.width <= 400 and 160 <= crop.height <= 270  # the cat and a quarter of it around
+    assert note.endswith(f": {100 * crop.width / 960:.0f}% x {100 * crop.height / 640:.0f}% of the photo.")
     framed, whole = tab.classify(photo, tab.COMPARE, True), tab.classify(photo, tab.COMPARE, False)
     top = lambda out: [max(out[i], key=out[i].get) for i in (1, 3, 5)]
     assert top(framed) == ["cat"] * 3 and "cat" not in top(whole)
@@ -762,6 +763,33 @@ def test_to_rgb_applies_the_exif_orientation(tmp_path):
     assert shown.size == (20, 40)
     r, g, b = shown.getpixel((10, 5))  # the blue left edge is now the top
     assert b > 200 and r < 60
+
+
+def test_to_rgb_decodes_a_large_jpeg_file_at_reduced_scale(tmp_path):
+    """A JPEG file is decoded at the smallest 1/2, 1/4, 1/8 scale whose longer side is still DECODE_SIDE or more
+    (either orientation), looks like the full decode shrunk, and keeps its EXIF rotation; small JPEGs, other
+    formats and images already decoded come back whole."""
+    from demos.common import DECODE_SIDE
+    rng = np.random.default_rng(0)
+    smooth = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).resize((4032, 3024), Image.BICUBIC)
+    smooth.save(tmp_path / "phone.jpg", quality=92)
+    smooth.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "portrait.jpg", quality=92)
+    exif = Image.Exif()
+    exif[274] = 6  # rotate 90 degrees clockwise to display
+    smooth.save(tmp_path / "rotated.jpg", quality=92, exif=exif)
+    smooth.resize((2 * DECODE_SIDE - 2, 900)).save(tmp_path / "mid.jpg")  # 1/2 would be under DECODE_SIDE
+    smooth.save(tmp_path / "phone.png")
+    assert to_rgb(str(tmp_path / "phone.jpg")).size == (1008, 756)
+    assert to_rgb(str(tmp_path / "portrait.jpg")).size == (756, 1008)
+    assert to_rgb(str(tmp_path / "rotated.jpg")).size == (756, 1008)
+    assert to_rgb(str(tmp_path / "mid.jpg")).size == (2 * DECODE_SIDE - 2, 900)
+    assert to_rgb(str(tmp_path / "phone.png")).size == (4032, 3024)
+    decoded = Image.open(tmp_path / "phone.jpg")
+    decoded.load()
+    assert to_rgb(decoded).size == (4032, 3024)
+    small = np.asarray(to_rgb(str(tmp_path / "phone.jpg")), dtype=np.float32)
+    full = np.asarray(decoded.convert("RGB").resize((1008, 756), Image.BOX), dtype=np.float32)
+    assert np.abs(small - full).mean() < 2.0  # out of 255
 
 
 def test_to_rgb_refuses_images_over_the_pixel_limit():
