@@ -39,7 +39,7 @@ def build_app() -> gr.Blocks:
     with gr.Blocks(title="Model zoo", delete_cache=DELETE_CACHE) as app:
         gr.Markdown("# Model zoo\nDeep-learning models implemented and trained from scratch by this "
                     "project, running on your CPU.")
-        # "wrap": on a phone the tab names take two rows instead of hiding six of eight behind a "..." menu
+        # "wrap": on a phone the tab names wrap onto rows instead of six of eight hiding behind a "..." menu
         with gr.Tabs(overflow_behavior="wrap"):
             for name, (title, content, error) in tabs.items():
                 if content is not None:

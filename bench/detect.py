@@ -3,16 +3,18 @@
     python -m bench.detect [--repeats 20] [--threads 1]
 
 Cases: the network alone at its input size, ``models.detect.detect`` end to end on an example photo
-(letterbox, network, decoding, NMS), and the tab's whole handler (image decode, detection, drawing) on a
-320-pixel photo, on a 1600x1200 one and on a 12-megapixel JPEG file (as a phone takes them) decoded at reduced
-scale, as the tab does, and in full (the baseline: ``demos.common.DECODE_SIDE`` lifted), and the live webcam handler on a 640x480 frame (its budget: one
-frame every ``demos.detect.LIVE_EVERY`` seconds). Uses the shipped weights when present, else a randomly
-initialized model of the same size with a score threshold of 0 (worst case for NMS).
+(letterbox, network, decoding, NMS), the tab's whole handler (image decode, detection, drawing) on a 320-pixel
+photo, on a 1600x1200 one and on a 12-megapixel JPEG file as phones take them (decoded at reduced scale as the
+tab does, and in full as the baseline: ``demos.common.DECODE_SIDE`` lifted), and the live webcam handler on a
+640x480 frame (its budget: one frame every ``demos.detect.LIVE_EVERY`` seconds). Uses the shipped weights
+when present, else a randomly initialized model of the same size with a score threshold of 0 (worst case for
+NMS).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,7 @@ def run(repeats: int = 20, threads: int = 1) -> list[dict[str, Any]]:
             budget, what = (tab.LIVE_EVERY * 1000, "frame interval") if case == LIVE_CASE else (TARGET_MS, "target")
             rows.append({"tab": TAB, "case": case, **t,
                          "note": f"{base}; {t['median_ms'] / budget:.2f}x the {budget:.0f} ms {what}"})
+    shutil.rmtree(Path(phone).parent, ignore_errors=True)
     by_case = {r["case"]: r for r in rows}
     if PHONE_CASE in by_case:
         by_case[PHONE_CASE]["note"] += (f"; {by_case[FULL_CASE]['median_ms'] / by_case[PHONE_CASE]['median_ms']:.1f}x"

@@ -155,7 +155,7 @@ def photo_required(image: Any, *settings: Any) -> list[Any]:
 def image_examples(paths: list[str], image: gr.Image, label: str) -> gr.Examples | None:
     """Example images for ``image`` alone, so a click keeps the tab's other settings as the user set them (None
     when there are none). Made right under the photo box, so that on a phone they come before the results; the
-    tab runs its model on ``examples.load_input_event``, as an upload does."""
+    tab runs its model on ``examples.load_input_event`` (or on the photo's change event), as on an upload."""
     return gr.Examples([[p] for p in paths], [image], label=label) if paths else None
 
 
