@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from demos.common import (ImageInput, SliderInput, image_buttons, image_examples, load_model, photo_required,
-                          to_rgb, weights_status)
+from demos.common import (ImageInput, SliderInput, clamp_sliders, image_buttons, image_examples, load_model,
+                          photo_required, to_rgb, weights_status)
 
 TITLE = "Captioning"
 NAME = "captioner-flickr8k"
@@ -162,6 +162,6 @@ def build() -> None:
     image.change(lambda im: on_change(None) if im is None else [gr.skip()] * len(outputs), image, outputs,
                  api_name="caption_clear", show_progress="hidden", **queue)
     for setting, name in ((beam, "beam"), (alpha, "length_penalty"), (ngram, "no_repeat_ngram")):
-        setting.release(on_change, inputs, outputs, api_name=f"caption_{name}", **queue)
+        setting.release(on_change, inputs, outputs, api_name=f"caption_{name}", js=clamp_sliders(inputs), **queue)
     # the maps are already in the gallery (API clients get them all from /caption): picking is a lookup
     word.change(pick, [gallery, word], heat, api_name="caption_pick_word", queue=False)

@@ -10,8 +10,8 @@ from typing import Any
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
-from demos.common import (ImageInput, SliderInput, image_buttons, image_examples, load_model, photo_required, to_rgb,
-                          weights_status)
+from demos.common import (ImageInput, SliderInput, clamp_sliders, image_buttons, image_examples, load_model,
+                          photo_required, to_rgb, weights_status)
 from models.detect import VOC_CLASSES, detect_photo
 
 TITLE = "Detection"
@@ -174,8 +174,8 @@ def build() -> None:
     run.click(detect_objects, inputs, outputs, api_name="detect", validator=photo_required, **common)
     image.change(on_image, inputs, outputs, api_name="detect_image", **common)  # upload, example, clear
     # a changed setting redetects the photo shown, if any (on_image: no photo yet is no error)
-    score.release(on_image, inputs, outputs, api_name="detect_score", **common)
-    nms_iou.release(on_image, inputs, outputs, api_name="detect_nms", **common)
+    score.release(on_image, inputs, outputs, api_name="detect_score", js=clamp_sliders(inputs), **common)
+    nms_iou.release(on_image, inputs, outputs, api_name="detect_nms", js=clamp_sliders(inputs), **common)
     classes.input(on_image, inputs, outputs, api_name="detect_classes", **common)
     # Its own queue slot: one stream holds it for up to LIVE_LIMIT s, and photos must not wait behind it.
     # Browser only: an API call of a stream event would hold that slot LIVE_LIMIT s for one frame's answer;

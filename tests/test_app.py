@@ -145,6 +145,37 @@ def test_out_of_range_numbers_keep_gradios_message(component, payload, message):
         field.preprocess(payload)
 
 
+def test_release_events_send_sliders_as_their_box_shows():
+    """Gradio's slider sends a typed value on leaving its number box and clamps the box only afterwards:
+    each release event clamps its sliders in the browser first (its ``js``)."""
+    from demos.common import clamp_sliders
+    blocks = app.build_app()
+    releases = {fn.api_name: fn for fn in blocks.fns.values() if any(event == "release" for _, event in fn.targets)}
+    assert {"detect_score", "detect_nms", "caption_beam"} <= set(releases)
+    for name, fn in releases.items():
+        assert fn.js == clamp_sliders(fn.inputs), name
+
+
+def test_clamp_sliders_code_runs_in_javascript():
+    """The code the browser runs (node here): sliders clamped to their ranges (an emptied box, sent as null,
+    becomes the minimum, as the box shows it), other inputs passed through, the outputs Gradio appends dropped."""
+    import json
+    import shutil
+    import subprocess
+
+    import gradio as gr
+
+    from demos.common import SliderInput, clamp_sliders
+    node = shutil.which("node") or pytest.skip("node not found (apt-get install -y nodejs)")
+    code = clamp_sliders([gr.Image(), SliderInput(0.05, 0.95), SliderInput(1, 8, step=1), gr.Dropdown()])
+    calls = [[{"path": "a.jpg"}, 2, 20, ["cat"], "output"], [None, 0, -3, [], "output"], [None, 0.5, 3, [], None],
+             [None, None, 8, [], None]]
+    script = f"const f = {code};\nconsole.log(JSON.stringify({json.dumps(calls)}.map(args => f(...args))));"
+    result = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(result.stdout) == [[{"path": "a.jpg"}, 0.95, 8, ["cat"]], [None, 0.05, 1, []],
+                                         [None, 0.5, 3, []], [None, 0.05, 8, []]]
+
+
 def test_fractions_in_whole_number_fields_are_refused():
     """An API caller's user id 1.5 used to become user 2 (Gradio rounds to the precision) and k 1.5 became 1;
     fields of fractional steps keep their fractions."""

@@ -1,4 +1,5 @@
 """The detection tab in a real browser: an example photo gets boxes with labels and a count per class;
+a threshold typed out of range is applied as the box shows it, clamped;
 a high threshold on a photo without VOC objects says nothing was detected; a webcam (chromium's fake camera
 playing an example photo) gets boxes from a snapshot and from the live stream."""
 from pathlib import Path
@@ -32,7 +33,14 @@ def test_boxes_on_an_example_photo(page, open_tab):
     assert not page.locator(".toast-body.error").count()
     save_screenshot(page, "detect")
 
-    set_slider_number(panel, "Score threshold", 0.95)
+    # a threshold typed out of range: the box shows it clamped, and the photo is redetected at that value
+    box = panel.get_by_role("spinbutton", name="number input for Score threshold")
+    box.fill("2")
+    box.press("Tab")  # leaving the box releases the slider
+    page.wait_for_function("el => /(\\d+ objects?|Nothing detected) above a score of 0.95/.test(el.innerText)",
+                           arg=panel.element_handle(), timeout=90_000)
+    assert box.input_value() == "0.95"
+    assert not page.locator(".toast-body.error").count()
     coffee = next(p for p in tab.example_paths() if Path(p).stem == "coffee")  # no VOC class in it
     assert not tab.detect_objects(coffee, 0.95, 0.5)[1]
     panel.locator("input[type=file]").first.set_input_files(coffee)
