@@ -158,9 +158,11 @@ def build() -> None:
     run.click(caption, inputs, outputs, api_name="caption", validator=photo_required, **queue)
     image.upload(caption, inputs, outputs, api_name="caption_upload", **queue)
     # as on the Detection tab: the results always match the photo and settings shown
-    # .change, not .clear: Gradio sends .clear the photo being removed, so on_change would caption it again
+    # .change, not .clear: Gradio sends .clear the photo being removed, so on_change would caption it again;
+    # not preprocessed: only None matters, and an unreadable upload's message shows once (from the upload event)
     image.change(lambda im: on_change(None) if im is None else [gr.skip()] * len(outputs), image, outputs,
-                 api_name="caption_clear", show_progress="hidden", **queue)
+                 api_name="caption_clear", show_progress="hidden", preprocess=False,
+                 **queue)
     for setting, name in ((beam, "beam"), (alpha, "length_penalty"), (ngram, "no_repeat_ngram")):
         setting.release(on_change, inputs, outputs, api_name=f"caption_{name}", js=clamp_sliders(inputs), **queue)
     # the maps are already in the gallery (API clients get them all from /caption): picking is a lookup

@@ -47,6 +47,19 @@ def test_example_click_classifies_with_the_chosen_settings(page, open_tab):
     assert not page.locator(".toast-body.error").count()
 
 
+def test_unreadable_upload_is_said_once(page, open_tab, tmp_path):
+    """A file that is no image gets one clear message (the photo's change event used to fail on it too: two)."""
+    panel = open_tab("classify")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a photo")
+    panel.locator("input[type=file]").first.set_input_files(str(broken))
+    page.locator(".toast-body.error").first.wait_for(timeout=60_000)
+    settle(page)
+    page.wait_for_timeout(1000)
+    errors = [t.inner_text() for t in page.locator(".toast-body.error").all()]
+    assert len(errors) == 1 and errors[0].count("Could not read the image") == 1, errors
+
+
 def test_webcam_snapshot_is_classified(camera_page):
     """A picture taken with the camera (chromium's fake one, filming the cat example) is classified at once."""
     cat = next(p for p in tab.example_paths() if Path(p).stem == "cat")
