@@ -52,7 +52,7 @@ def _number(name: str, value: Any, integer: bool = False) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a number, got {value!r}") from None
+        raise gr.Error(f"{name} must be a number, got {reprlib.repr(value)}") from None
     except OverflowError:  # an integer beyond the float range
         raise gr.Error(f"{name} is too large.") from None
     if not math.isfinite(v):
@@ -210,9 +210,12 @@ def generate(dataset: str = "Fashion-MNIST", class_name: str = "sneaker", sample
 
 def scrub(frames: list[dict[str, Any]] | None, step: Any) -> tuple[np.ndarray, str]:
     """Sampler step ``step`` (1 = the first): x_t | x_0 side by side, and its caption. Runs of more than
-    MAX_FRAMES steps keep an even spread of them; the nearest stored one is shown."""
+    MAX_FRAMES steps keep an even spread of them; the nearest stored one is shown (the last for any step
+    beyond it)."""
     if not frames:
         raise gr.Error("Generate a sample first; the slider then moves through its steps.")
+    if step is None:  # the slider's box emptied while a step is typed: the view stays
+        return gr.skip(), gr.skip()
     wanted = _number("Step", step, integer=False) - 1
     frame = min(frames, key=lambda f: abs(f["step"] - wanted))
     return side_by_side(frame["x_t"], frame["x0"]), caption(frame, frames[-1]["step"] + 1)
@@ -272,6 +275,8 @@ def build() -> None:
                       [live, progress, frames, scrubber, view, grid, gif, view_caption], api_name="diffusion_generate",
                       concurrency_limit=1, concurrency_id="diffusion")
     stop.click(None, None, progress, js="() => 'Stopped.'", cancels=[event])
-    # .input: only a user's move scrubs; generate() sets the slider, the view and its caption itself
+    # .input: only a user's move scrubs; generate() sets the slider, the view and its caption itself.
+    # Not preprocessed: a step typed into the box comes at each keystroke, and scrub() shows the nearest one
+    # (the slider's range check answered 99 with an error while the box, once left, showed the last step)
     scrubber.input(scrub, [frames, scrubber], [view, view_caption], api_name="diffusion_scrub",
-                    show_progress="hidden")
+                   show_progress="hidden", preprocess=False)

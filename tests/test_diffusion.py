@@ -297,6 +297,9 @@ def test_generate_streams_frames_then_the_final_outputs(tab):
     assert np.array_equal(image, tab.side_by_side(frames[10]["x_t"], frames[10]["x0"]))
     assert tab.scrub(frames, 1e9)[1].startswith("Step 45 of 45")  # clamped to the last step
     assert tab.scrub(frames, 0)[1].startswith("Step 1 of 45")
+    assert tab.scrub(frames, None) == (gr.skip(), gr.skip())  # the box emptied mid-typing: the view stays
+    with pytest.raises(gr.Error, match="Step must be a number"):
+        tab.scrub(frames, "six")
 
 
 def test_generate_is_reproducible_and_keeps_at_most_max_frames(tab, monkeypatch):
