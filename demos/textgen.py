@@ -91,7 +91,7 @@ def generate(prompt: str, temperature: float = 0.8, top_k: float = 0, top_p: flo
     except (TypeError, ValueError, OverflowError):
         raise gr.Error(f"seed must be an integer, got {seed!r}") from None
     generator = torch.Generator().manual_seed(seed % 2**63)
-    text, shown, last = prompt, None, 0.0
+    text, shown, last = prompt, None, -math.inf  # the first character shows at once
     for token in model.generate(ids, max_new_tokens, temperature, top_k, top_p, generator):
         text += model.tokenizer.decode([token])
         if time.monotonic() - last >= STREAM_INTERVAL:  # each update resends the whole text: not every character
