@@ -164,6 +164,7 @@ def build() -> None:
                  api_name="caption_clear", show_progress="hidden", preprocess=False,
                  **queue)
     for setting, name in ((beam, "beam"), (alpha, "length_penalty"), (ngram, "no_repeat_ngram")):
-        setting.release(on_change, inputs, outputs, api_name=f"caption_{name}", js=clamp_sliders(inputs), **queue)
+        setting.release(on_change, inputs, outputs, api_name=f"caption_{name}", js=clamp_sliders(inputs),
+                        trigger_mode="always_last", **queue)  # as on the Detection tab
     # the maps are already in the gallery (API clients get them all from /caption): picking is a lookup
     word.change(pick, [gallery, word], heat, api_name="caption_pick_word", queue=False)

@@ -112,12 +112,16 @@ def _clear_number_errors(label: str | None, preprocess: Callable[[Any], Any], pa
 
 class NumberInput(gr.Number):
     """``gr.Number`` whose unusable values from API callers (NaN or infinity where it rounds to an integer,
-    a string) are a clear ``gr.Error`` rather than Gradio's internal "Could not preprocess" message."""
+    a string) are a clear ``gr.Error`` rather than Gradio's internal "Could not preprocess" message, and an
+    emptied box asks for a number in words naming the field."""
 
     is_template = True
 
     def preprocess(self, payload: Any) -> Any:
-        return _clear_number_errors(self.label, super().preprocess, payload, whole=self.precision == 0)
+        whole = self.precision == 0
+        if payload is None:  # an emptied box: every number field here needs a value
+            raise gr.Error(f"{self.label or 'A number'}: enter a {'whole ' if whole else ''}number.")
+        return _clear_number_errors(self.label, super().preprocess, payload, whole=whole)
 
 
 class SliderInput(gr.Slider):

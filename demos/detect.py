@@ -174,8 +174,12 @@ def build() -> None:
     run.click(detect_objects, inputs, outputs, api_name="detect", validator=photo_required, **common)
     image.change(on_image, inputs, outputs, api_name="detect_image", **common)  # upload, example, clear
     # a changed setting redetects the photo shown, if any (on_image: no photo yet is no error)
-    score.release(on_image, inputs, outputs, api_name="detect_score", js=clamp_sliders(inputs), **common)
-    nms_iou.release(on_image, inputs, outputs, api_name="detect_nms", js=clamp_sliders(inputs), **common)
+    # always_last: clicking into the box releases the slider too (the old value), and the default "once" dropped
+    # the release of a value pasted and left while that run was still going
+    score.release(on_image, inputs, outputs, api_name="detect_score", js=clamp_sliders(inputs),
+                  trigger_mode="always_last", **common)
+    nms_iou.release(on_image, inputs, outputs, api_name="detect_nms", js=clamp_sliders(inputs),
+                    trigger_mode="always_last", **common)
     classes.input(on_image, inputs, outputs, api_name="detect_classes", **common)
     # Its own queue slot: one stream holds it for up to LIVE_LIMIT s, and photos must not wait behind it.
     # Browser only: an API call of a stream event would hold that slot LIVE_LIMIT s for one frame's answer;

@@ -75,7 +75,9 @@ def check_settings(sampler: str, steps: Any, eta: Any, guidance: Any, n_images: 
         low, high = LIMITS[key]
         if not low <= v <= high:
             raise gr.Error(f"{name} must be between {low:g} and {high:g}, got {v:g}.")
-    return SAMPLERS[sampler], steps, eta, guidance, n_images, seed % (MAX_SEED + 1)
+    if not 0 <= seed <= MAX_SEED:  # as on the Generative tab (this took any seed modulo 2**31 and reported that)
+        raise gr.Error(f"Seed must be between 0 and {MAX_SEED}, got {seed}.")
+    return SAMPLERS[sampler], steps, eta, guidance, n_images, seed
 
 
 def check_work(steps: int, n_images: int, guided: bool) -> None:
@@ -249,7 +251,7 @@ def build() -> None:
             eta = SliderInput(*LIMITS["eta"], value=0.0, step=0.05, label="eta (DDIM: 0 deterministic, 1 like DDPM)")
             guidance = SliderInput(*LIMITS["guidance"], value=3.0, step=0.25, label="Guidance scale")
             with gr.Row():
-                seed = NumberInput(value=0, precision=0, label="Seed")
+                seed = NumberInput(value=0, precision=0, label="Seed", minimum=0, maximum=MAX_SEED)
                 n_images = SliderInput(*LIMITS["images"], value=4, step=1, label="Number of images")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary")

@@ -154,6 +154,8 @@ def test_release_events_send_sliders_as_their_box_shows():
     assert {"detect_score", "detect_nms", "caption_beam"} <= set(releases)
     for name, fn in releases.items():
         assert fn.js == clamp_sliders(fn.inputs), name
+        # clicking into the box releases the old value first: the typed one must not be dropped behind it
+        assert fn.trigger_mode == "always_last", name
 
 
 def test_clamp_sliders_code_runs_in_javascript():
@@ -182,6 +184,11 @@ def test_fractions_in_whole_number_fields_are_refused():
     import gradio as gr
 
     from demos.common import NumberInput, SliderInput
+    for field, message in ((NumberInput(0, precision=0, label="Seed"), "Seed: enter a whole number."),
+                           (NumberInput(0.5, label="Rate"), "Rate: enter a number.")):
+        with pytest.raises(gr.Error) as empty:  # an emptied box
+            field.preprocess(None)
+        assert empty.value.message == message
     with pytest.raises(gr.Error, match="User id: expected a whole number, got 1.5"):
         NumberInput(1, minimum=1, maximum=943, precision=0, label="User id").preprocess(1.5)
     with pytest.raises(gr.Error, match="Top-k: expected a whole number, got 2.7"):

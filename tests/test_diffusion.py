@@ -331,7 +331,8 @@ def test_every_live_update_shows_the_current_step_when_few_steps_are_stored(tab,
     (dict(eta=2), "eta"), (dict(steps=1000, n_images=16), "too much work"), (dict(steps="x"), "number"),
     (dict(steps=51), "trained with 50 noise levels"), (dict(steps=2.5), "whole number"), (dict(sampler="Euler"), "Unknown sampler"),
     (dict(class_name="dog"), "Unknown class"), (dict(dataset="MNIST"), "Unknown dataset"),
-    (dict(seed=float("nan")), "finite")])
+    (dict(seed=float("nan")), "finite"), (dict(seed=-5), "Seed must be between 0 and 2147483647, got -5"),
+    (dict(seed=2**31), "Seed must be between")])
 def test_bad_settings_are_clear_errors(tab, kw, message):
     import gradio as gr
     with pytest.raises(gr.Error, match=message):
