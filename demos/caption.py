@@ -156,7 +156,7 @@ def build() -> None:
     if examples:
         examples.load_input_event.then(caption, inputs, outputs, api_name="caption_example", **queue)
     run.click(caption, inputs, outputs, api_name="caption", validator=photo_required, **queue)
-    image.upload(caption, inputs, outputs, api_name="caption_upload", **queue)
+    image.upload(caption, inputs, outputs, api_name="caption_upload", js=clamp_sliders(inputs), **queue)
     # as on the Detection tab: the results always match the photo and settings shown
     # .change, not .clear: Gradio sends .clear the photo being removed, so on_change would caption it again;
     # not preprocessed: only None matters, and an unreadable upload's message shows once (from the upload event)

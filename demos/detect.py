@@ -172,7 +172,8 @@ def build() -> None:
                 live_status = gr.Markdown()
     common = {"concurrency_limit": 2, "concurrency_id": "detect"}
     run.click(detect_objects, inputs, outputs, api_name="detect", validator=photo_required, **common)
-    image.change(on_image, inputs, outputs, api_name="detect_image", **common)  # upload, example, clear
+    # upload, example, clear (a photo dropped while a typed threshold is still in its box: clamped too)
+    image.change(on_image, inputs, outputs, api_name="detect_image", js=clamp_sliders(inputs), **common)
     # a changed setting redetects the photo shown, if any (on_image: no photo yet is no error)
     # always_last: clicking into the box releases the slider too (the old value), and the default "once" dropped
     # the release of a value pasted and left while that run was still going

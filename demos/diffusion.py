@@ -279,6 +279,7 @@ def build() -> None:
     stop.click(None, None, progress, js="() => 'Stopped.'", cancels=[event])
     # .input: only a user's move scrubs; generate() sets the slider, the view and its caption itself.
     # Not preprocessed: a step typed into the box comes at each keystroke, and scrub() shows the nearest one
-    # (the slider's range check answered 99 with an error while the box, once left, showed the last step)
+    # (the slider's range check answered 99 with an error while the box, once left, showed the last step);
+    # always_last: a keystroke arriving while the previous one is scrubbed is not dropped
     scrubber.input(scrub, [frames, scrubber], [view, view_caption], api_name="diffusion_scrub",
-                   show_progress="hidden", preprocess=False)
+                   show_progress="hidden", preprocess=False, trigger_mode="always_last")

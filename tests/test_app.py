@@ -147,7 +147,8 @@ def test_out_of_range_numbers_keep_gradios_message(component, payload, message):
 
 def test_release_events_send_sliders_as_their_box_shows():
     """Gradio's slider sends a typed value on leaving its number box and clamps the box only afterwards:
-    each release event clamps its sliders in the browser first (its ``js``)."""
+    each release event clamps its sliders in the browser first (its ``js``), as do the photo events of those
+    tabs (a photo dropped while a typed value is still in its box)."""
     from demos.common import clamp_sliders
     blocks = app.build_app()
     releases = {fn.api_name: fn for fn in blocks.fns.values() if any(event == "release" for _, event in fn.targets)}
@@ -156,11 +157,18 @@ def test_release_events_send_sliders_as_their_box_shows():
         assert fn.js == clamp_sliders(fn.inputs), name
         # clicking into the box releases the old value first: the typed one must not be dropped behind it
         assert fn.trigger_mode == "always_last", name
+    fns = {fn.api_name: fn for fn in blocks.fns.values()}
+    assert fns["detect_image"].js == clamp_sliders(fns["detect_image"].inputs)
+    assert fns["caption_upload"].js == clamp_sliders(fns["caption_upload"].inputs)
+    # events that read no photo or slider through its component: the clear-on-remove handlers (only None
+    # matters, and an unreadable upload is said once, by the upload event) and the scrubber (any step typed)
+    assert not any(fns[name].preprocess for name in ("classify_clear", "caption_clear", "diffusion_scrub"))
+    assert fns["diffusion_scrub"].trigger_mode == "always_last"
 
 
 def test_clamp_sliders_code_runs_in_javascript():
     """The code the browser runs (node here): sliders clamped to their ranges (an emptied box, sent as null,
-    becomes the minimum, as the box shows it), other inputs passed through, the outputs Gradio appends dropped."""
+    becomes the minimum, as the box shows it), other inputs passed through, anything after the inputs dropped."""
     import json
     import shutil
     import subprocess
