@@ -2,10 +2,11 @@
 webcam, from the YOLO-style detector trained here, with score / NMS-IoU thresholds and a class filter."""
 from __future__ import annotations
 
+import math
 import reprlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
@@ -123,6 +124,27 @@ def detect_live(frame: Any, score: float = 0.3, nms_iou: float = 0.5,
     return draw(rgb, detections), f"{seen} ({(time.perf_counter() - start) * 1000:.0f} ms for this frame)"
 
 
+def live_frames(camera: gr.Image, score: gr.Slider, nms_iou: gr.Slider) -> Callable[..., tuple[Any, str]]:
+    """``detect_live`` for the webcam stream, whose event reads its inputs itself: each frame comes with the
+    sliders' values as they are typed (an emptied box, 0 on the way to 0.5), and the sliders' range checks sent
+    an error per frame (17 in 4 s); those values are clamped as the box shows them once left."""
+    def clamped(value: Any, slider: gr.Slider) -> Any:
+        if value is None:
+            return slider.minimum
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return min(max(value, slider.minimum), slider.maximum)
+        return value  # anything else is refused by check_settings
+
+    def on_frame(frame: Any, score_value: Any, nms_value: Any, classes: Any) -> tuple[Any, str]:
+        try:
+            payload = None if frame is None else camera.data_model.model_validate(frame)
+        except ValueError:
+            raise gr.Error("The webcam frame is not an image file.") from None
+        image = None if payload is None else camera.preprocess(payload)
+        return detect_live(image, clamped(score_value, score), clamped(nms_value, nms_iou), classes)
+    return on_frame
+
+
 def example_paths() -> list[str]:
     return sorted(str(p) for p in EXAMPLES_DIR.iterdir() if p.suffix in (".jpg", ".png"))
 
@@ -164,8 +186,8 @@ def build() -> None:
                     "go on. One stream runs at a time: *Waiting* means another visitor's is on, and it ends within "
                     f"{LIVE_LIMIT // 60} minutes.")
         with gr.Row():
-            camera = gr.Image(sources=["webcam"], streaming=True, type="pil", label="Webcam", height=LIVE_HEIGHT,
-                              buttons=image_buttons())
+            camera = ImageInput(sources=["webcam"], streaming=True, type="pil", label="Webcam", height=LIVE_HEIGHT,
+                                buttons=image_buttons())
             with gr.Column():
                 live = gr.Image(label="Live detections", interactive=False, type="pil", height=LIVE_HEIGHT,
                                 buttons=image_buttons())
@@ -185,6 +207,6 @@ def build() -> None:
     # Its own queue slot: one stream holds it for up to LIVE_LIMIT s, and photos must not wait behind it.
     # Browser only: an API call of a stream event would hold that slot LIVE_LIMIT s for one frame's answer;
     # API clients send frames to /detect instead.
-    camera.stream(detect_live, [camera, score, nms_iou, classes], [live, live_status], api_name="detect_live",
-                  api_visibility="private", stream_every=LIVE_EVERY, time_limit=LIVE_LIMIT, concurrency_limit=1,
-                  concurrency_id="detect-live", show_progress="hidden")
+    camera.stream(live_frames(camera, score, nms_iou), [camera, score, nms_iou, classes], [live, live_status],
+                  api_name="detect_live", api_visibility="private", stream_every=LIVE_EVERY, time_limit=LIVE_LIMIT,
+                  concurrency_limit=1, concurrency_id="detect-live", show_progress="hidden", preprocess=False)

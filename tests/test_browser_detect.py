@@ -1,7 +1,7 @@
 """The detection tab in a real browser: an example photo gets boxes with labels and a count per class;
 a threshold typed out of range is applied as the box shows it, clamped;
 a high threshold on a photo without VOC objects says nothing was detected; a webcam (chromium's fake camera
-playing an example photo) gets boxes from a snapshot and from the live stream."""
+playing an example photo) gets boxes from a snapshot and from the live stream, also while a threshold is retyped."""
 from pathlib import Path
 
 import pytest
@@ -71,6 +71,18 @@ def test_webcam_snapshot_and_live_stream(camera_page):
     first = live_image.get_attribute("src")
     page.wait_for_function("([img, src]) => img.getAttribute('src') !== src",
                            arg=[live_image.element_handle(), first], timeout=30_000)  # a later frame arrived
+    # a threshold retyped while streaming: every frame took the box's value as typed, and 0 (on the way to
+    # 0.5) answered each frame with a range error
+    box = panel.get_by_role("spinbutton", name="number input for Score threshold")
+    box.click()
+    box.press("Control+a")
+    box.press_sequentially("0", delay=100)
+    page.wait_for_timeout(2000)
+    box.press_sequentially(".5", delay=100)
+    typed = live_image.get_attribute("src")
+    page.wait_for_function("([img, src]) => img.getAttribute('src') !== src",
+                           arg=[live_image.element_handle(), typed], timeout=30_000)  # frames go on
+    assert not page.locator(".toast-body.error").count()
     panel.locator("button", has_text="Stop").last.click()
     page.wait_for_timeout(1000)
     stopped = live_image.get_attribute("src")

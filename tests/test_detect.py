@@ -411,6 +411,34 @@ def test_tab_passes_its_score_and_nms_thresholds_to_the_detector(monkeypatch):
     assert seen == [(0.65, 0.35), (0.15, 0.8)]
 
 
+def test_the_stream_clamps_thresholds_as_they_are_typed(monkeypatch, tmp_path):
+    """The webcam stream reads its inputs itself: a frame file becomes a photo, and a slider value typed into its
+    box (emptied, 0 on the way to 0.5, 2) is clamped to the slider's range as the box shows it once left."""
+    import gradio as gr
+    from PIL import Image
+
+    from demos import detect as tab
+    from demos.common import ImageInput, SliderInput
+    seen = []
+    monkeypatch.setattr(tab, "load_model", lambda name: "model")
+    monkeypatch.setattr(tab, "detect_photo", lambda model, image, score, nms: (seen.append((score, nms)), [])[1])
+    on_frame = tab.live_frames(ImageInput(type="pil"), SliderInput(0.05, 0.95), SliderInput(0.1, 0.9))
+    path = tmp_path / "frame.png"
+    Image.new("RGB", (40, 30)).save(path)
+    frame = {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+    for score, nms in ((None, 0.5), (0, 0.5), (2, 0.95), (0.5, None)):
+        image, status = on_frame(frame, score, nms, [])
+        assert image.size == (40, 30) and status.startswith("nothing (")
+    assert seen == [(0.05, 0.5), (0.05, 0.5), (0.95, 0.9), (0.5, 0.1)]
+    assert on_frame(None, 0.3, 0.5, []) == (None, "")
+    with pytest.raises(gr.Error, match="Score threshold must be a number"):
+        on_frame(frame, "x", 0.5, [])
+    with pytest.raises(gr.Error, match="not an image file"):
+        on_frame("frame.png", 0.3, 0.5, [])
+    with pytest.raises(gr.Error, match="Could not read the image"):
+        on_frame({"no": "path"}, 0.3, 0.5, [])
+
+
 def test_a_cell_two_boxes_share_learns_the_smaller_box():
     model = tiny()  # level limits 16 / 32 px: both boxes (24 and 20 px) go to the stride-16 level
     big, small = [20.0, 20.0, 44.0, 44.0], [26.0, 26.0, 46.0, 46.0]
