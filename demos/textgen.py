@@ -17,6 +17,7 @@ MODELS = {"GPT": "gpt-shakespeare", "LSTM": "lstm-shakespeare"}
 STREAM_INTERVAL = 0.05  # seconds between streamed updates of the generated text
 LIMITS = {"temperature": (0.0, 3.0), "top_k": (0, 1000), "top_p": (0.01, 1.0), "max_new_tokens": (1, 2000)}
 MAX_SCORE_CHARS = 20_000
+MAX_SEED = 2**31 - 1  # as on the Diffusion and Generative tabs
 # The surprisal reads as text: gradio's per-character tokens flow inline (not as flex items, so a newline
 # breaks the line) without padding or gaps (font-size 0 hides the whitespace between their spans), in
 # monospace so that spaces keep their width; each character's span takes its token's colour.
@@ -81,16 +82,18 @@ def generate(prompt: str, temperature: float = 0.8, top_k: float = 0, top_p: flo
     if len(prompt) > MAX_SCORE_CHARS:
         raise gr.Error(f"The prompt is {len(prompt):,} characters; the limit is {MAX_SCORE_CHARS:,}.")
     temperature, top_k, top_p, max_new_tokens, notes = clamp_settings(temperature, top_k, top_p, max_new_tokens)
+    try:
+        seed_value = float(seed)
+    except (TypeError, ValueError, OverflowError):
+        seed_value = math.nan
+    if not (math.isfinite(seed_value) and seed_value.is_integer() and 0 <= seed_value <= MAX_SEED):
+        raise gr.Error(f"Seed must be a whole number from 0 to {MAX_SEED}, got {str(seed)[:40]}.")
     for note in notes:
         gr.Warning(note)
     model = _model(model_choice)
     context = prompt or "\n"  # an empty prompt starts from a newline
     ids = _encode(model, context)
-    try:
-        seed = int(seed)
-    except (TypeError, ValueError, OverflowError):
-        raise gr.Error(f"seed must be an integer, got {seed!r}") from None
-    generator = torch.Generator().manual_seed(seed % 2**63)
+    generator = torch.Generator().manual_seed(int(seed_value))
     text, shown, last = prompt, None, -math.inf  # the first character shows at once
     for token in model.generate(ids, max_new_tokens, temperature, top_k, top_p, generator):
         text += model.tokenizer.decode([token])
@@ -134,7 +137,7 @@ def build() -> None:
             top_k = SliderInput(0, 65, value=0, step=1, label="Top-k (0 = off)")
             top_p = SliderInput(*LIMITS["top_p"], value=0.95, step=0.01, label="Top-p")
             max_new = SliderInput(1, LIMITS["max_new_tokens"][1], value=300, step=1, label="New characters")
-            seed = NumberInput(value=0, precision=0, label="Seed")
+            seed = NumberInput(value=0, precision=0, label="Seed", minimum=0, maximum=MAX_SEED)
             with gr.Row():
                 run = gr.Button("Generate", variant="primary")
                 stop = gr.Button("Stop")

@@ -172,6 +172,10 @@ def test_generate_rejects_unknown_characters_and_models(tiny_models):
         next(textgen.generate("HELLO", 1.0, 0, 1.0, 5, 0, "GPT"))
     with pytest.raises(gr.Error, match="Unknown model"):
         next(textgen.generate("a", 1.0, 0, 1.0, 5, 0, "BERT"))
+    for seed in (-5, 2**31, 1.5, float("nan"), None, "x"):  # the Diffusion and Generative tabs' range
+        with pytest.raises(gr.Error, match="Seed must be a whole number from 0 to 2147483647"):
+            next(textgen.generate("a", 1.0, 0, 1.0, 5, seed, "GPT"))
+    assert next(textgen.generate("a", 1.0, 0, 1.0, 5, 2**31 - 1, "GPT")).startswith("a")
 
 
 def test_settings_are_clamped_and_reported():
