@@ -161,8 +161,7 @@ def build() -> None:
     # .change, not .clear: Gradio sends .clear the photo being removed, so on_change would caption it again;
     # not preprocessed: only None matters, and an unreadable upload's message shows once (from the upload event)
     image.change(lambda im: on_change(None) if im is None else [gr.skip()] * len(outputs), image, outputs,
-                 api_name="caption_clear", show_progress="hidden", preprocess=False,
-                 **queue)
+                 api_name="caption_clear", show_progress="hidden", preprocess=False, **queue)
     for setting, name in ((beam, "beam"), (alpha, "length_penalty"), (ngram, "no_repeat_ngram")):
         setting.release(on_change, inputs, outputs, api_name=f"caption_{name}", js=clamp_sliders(inputs),
                         trigger_mode="always_last", **queue)  # as on the Detection tab

@@ -169,7 +169,6 @@ def build() -> None:
     # .change, not .clear: Gradio sends .clear the photo being removed, so on_change would classify it again;
     # not preprocessed: only None matters, and an unreadable upload's message shows once (from the upload event)
     image.change(lambda im: on_change(None) if im is None else [gr.skip()] * len(outputs), image, outputs,
-                 api_name="classify_clear", show_progress="hidden", preprocess=False,
-                 **queue)
+                 api_name="classify_clear", show_progress="hidden", preprocess=False, **queue)
     choice.input(on_change, inputs, outputs, api_name="classify_model", **queue)
     framing.input(on_change, inputs, outputs, api_name="classify_framing", **queue)

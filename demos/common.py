@@ -110,6 +110,9 @@ def _clear_number_errors(label: str | None, preprocess: Callable[[Any], Any], pa
         raise gr.Error(f"{label or 'A number'}: expected a finite number, got {reprlib.repr(payload)}.") from None
 
 
+MAX_SEED = 2**31 - 1  # every tab's Seed field: 0..MAX_SEED
+
+
 class NumberInput(gr.Number):
     """``gr.Number`` whose unusable values from API callers (NaN or infinity where it rounds to an integer,
     a string) are a clear ``gr.Error`` rather than Gradio's internal "Could not preprocess" message, and an

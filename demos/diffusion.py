@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import weights
-from demos.common import NumberInput, SliderInput, image_buttons, load_model, weights_status
+from demos.common import MAX_SEED, NumberInput, SliderInput, image_buttons, load_model, weights_status
 from models.classify import CIFAR10_CLASSES
 from models.schedulers import make_scheduler, sample_steps
 
@@ -34,7 +34,6 @@ LIVE_UPDATES = 25     # streamed frames per run
 ZOOM = 4              # stored frames are 1:1 (a session keeps up to MAX_FRAMES of them); the views are zoomed
 GIF_DIR = Path(tempfile.gettempdir()) / "zoo-diffusion-gifs"
 GIF_KEEP_S = 600      # Gradio copies an output file into its cache at once; older GIFs here are deleted
-MAX_SEED = 2**31 - 1
 
 
 def default_dataset() -> str:

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 import weights
-from demos.common import (ImageInput, NumberInput, SketchpadInput, SliderInput, image_buttons, load_model, to_rgb,
-                          weights_status)
+from demos.common import (MAX_SEED, ImageInput, NumberInput, SketchpadInput, SliderInput, image_buttons, load_model,
+                          to_rgb, weights_status)
 from models.generative import slerp
 
 TITLE = "Generative models"
@@ -28,7 +28,6 @@ ZOOM = 6              # single images are shown at 28 * ZOOM pixels (nearest nei
 MAP_PX = 420          # the latent map's side in pixels, whatever the number of cells
 WORK_SIDE = 2048      # uploads are shrunk to this longer side before the ink is found
 MAP_EDGE = 0.03       # the map spans prior quantiles [MAP_EDGE, 1 - MAP_EDGE] on both axes
-MAX_SEED = 2**31 - 1
 
 
 # --------------------------------------------------------------------------- input checks

@@ -10,14 +10,13 @@ import gradio as gr
 import torch
 
 import weights
-from demos.common import NumberInput, SliderInput, load_model, weights_status
+from demos.common import MAX_SEED, NumberInput, SliderInput, load_model, weights_status
 
 TITLE = "Text generation"
 MODELS = {"GPT": "gpt-shakespeare", "LSTM": "lstm-shakespeare"}
 STREAM_INTERVAL = 0.05  # seconds between streamed updates of the generated text
 LIMITS = {"temperature": (0.0, 3.0), "top_k": (0, 1000), "top_p": (0.01, 1.0), "max_new_tokens": (1, 2000)}
 MAX_SCORE_CHARS = 20_000
-MAX_SEED = 2**31 - 1  # as on the Diffusion and Generative tabs
 # The surprisal reads as text: gradio's per-character tokens flow inline (not as flex items, so a newline
 # breaks the line) without padding or gaps (font-size 0 hides the whitespace between their spans), in
 # monospace so that spaces keep their width; each character's span takes its token's colour.
