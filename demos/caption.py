@@ -153,17 +153,18 @@ def build() -> None:
                                  type="filepath", buttons=image_buttons("download_all"))
     inputs, outputs = [image, beam, alpha, ngram], [best, beams, word, heat, gallery]
     queue = {"concurrency_limit": 2, "concurrency_id": "caption"}
+    clamp_js = clamp_sliders(inputs)  # the sliders clamped in the browser as their boxes show them
     if examples:
         examples.load_input_event.then(caption, inputs, outputs, api_name="caption_example", **queue)
     run.click(caption, inputs, outputs, api_name="caption", validator=photo_required, **queue)
-    image.upload(caption, inputs, outputs, api_name="caption_upload", js=clamp_sliders(inputs), **queue)
+    image.upload(caption, inputs, outputs, api_name="caption_upload", js=clamp_js, **queue)
     # as on the Detection tab: the results always match the photo and settings shown
     # .change, not .clear: Gradio sends .clear the photo being removed, so on_change would caption it again;
     # not preprocessed: only None matters, and an unreadable upload's message shows once (from the upload event)
     image.change(lambda im: on_change(None) if im is None else [gr.skip()] * len(outputs), image, outputs,
                  api_name="caption_clear", show_progress="hidden", preprocess=False, **queue)
     for setting, name in ((beam, "beam"), (alpha, "length_penalty"), (ngram, "no_repeat_ngram")):
-        setting.release(on_change, inputs, outputs, api_name=f"caption_{name}", js=clamp_sliders(inputs),
+        setting.release(on_change, inputs, outputs, api_name=f"caption_{name}", js=clamp_js,
                         trigger_mode="always_last", **queue)  # as on the Detection tab
     # the maps are already in the gallery (API clients get them all from /caption): picking is a lookup
     word.change(pick, [gallery, word], heat, api_name="caption_pick_word", queue=False)

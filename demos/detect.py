@@ -193,15 +193,16 @@ def build() -> None:
                                 buttons=image_buttons())
                 live_status = gr.Markdown()
     common = {"concurrency_limit": 2, "concurrency_id": "detect"}
+    clamp_js = clamp_sliders(inputs)  # the sliders clamped in the browser as their boxes show them
     run.click(detect_objects, inputs, outputs, api_name="detect", validator=photo_required, **common)
     # upload, example, clear (a photo dropped while a typed threshold is still in its box: clamped too)
-    image.change(on_image, inputs, outputs, api_name="detect_image", js=clamp_sliders(inputs), **common)
+    image.change(on_image, inputs, outputs, api_name="detect_image", js=clamp_js, **common)
     # a changed setting redetects the photo shown, if any (on_image: no photo yet is no error)
     # always_last: clicking into the box releases the slider too (the old value), and the default "once" dropped
     # the release of a value pasted and left while that run was still going
-    score.release(on_image, inputs, outputs, api_name="detect_score", js=clamp_sliders(inputs),
+    score.release(on_image, inputs, outputs, api_name="detect_score", js=clamp_js,
                   trigger_mode="always_last", **common)
-    nms_iou.release(on_image, inputs, outputs, api_name="detect_nms", js=clamp_sliders(inputs),
+    nms_iou.release(on_image, inputs, outputs, api_name="detect_nms", js=clamp_js,
                     trigger_mode="always_last", **common)
     classes.input(on_image, inputs, outputs, api_name="detect_classes", **common)
     # Its own queue slot: one stream holds it for up to LIVE_LIMIT s, and photos must not wait behind it.
